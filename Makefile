@@ -1,0 +1,33 @@
+# Two entry points: `make demo` and `make test`. Both create .venv on first use.
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+# CPU by default; a GPU user sets e.g. TORCH_INDEX=https://download.pytorch.org/whl/cu126
+TORCH_INDEX ?=
+CORES ?= all
+BIN := $(VENV)/bin
+
+.PHONY: setup demo test report clean-results
+
+$(BIN)/.installed: requirements.txt requirements-dev.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q "$(TORCH_SPEC)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
+	$(BIN)/python -m pip install -q -r requirements.txt -r requirements-dev.txt "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install -q --no-deps -e .
+	touch $@
+
+setup: $(BIN)/.installed
+
+demo: setup
+	$(BIN)/snakemake --cores $(CORES)
+	$(BIN)/tunevlseg show-table results/tables/dice.md
+
+test: setup
+	$(BIN)/python -m pytest tests -q
+
+report: setup
+	$(BIN)/snakemake --cores $(CORES) --report results/report.html
+
+clean-results:
+	rm -rf results/* .snakemake

@@ -1,0 +1,77 @@
+# Helpers shared by the rules: config checks and the config slices passed to each rule.
+# Each rule receives only the part of the config it uses, so that changing, say, a
+# plotting option reruns only the aggregation (Snakemake reruns jobs whose params change).
+import json
+from pathlib import Path
+
+from snakemake.exceptions import WorkflowError
+
+R = config["results"]
+BENCH = config["benchmark"]
+SRC = Path(workflow.basedir).parent / "src" / "tunevlseg"
+
+
+def _check_config():
+    """Cross-references the JSON schema cannot express; fail before any job runs."""
+    known = sorted(config["datasets"])
+    for name in BENCH["datasets"]:
+        if name not in config["datasets"]:
+            raise WorkflowError(f"config: benchmark.datasets: unknown dataset '{name}'; defined in datasets: {known}")
+    for name in BENCH["models"]:
+        if name not in config["models"]:
+            raise WorkflowError(f"config: benchmark.models: '{name}' has no entry under models: {sorted(config['models'])}")
+    for method in BENCH["methods"]:
+        if method == "zeroshot":
+            continue
+        space = config["methods"].get(method, {}).get("search", {})
+        missing = [k for k in ("lr", "depth") if k not in space]
+        if missing:
+            raise WorkflowError(f"config: methods.{method}.search needs {missing} (tuned methods search lr and depth)")
+        for key, spec in space.items():
+            if "low" in spec and spec["low"] > spec["high"]:
+                raise WorkflowError(f"config: methods.{method}.search.{key}: low {spec['low']} > high {spec['high']}")
+    for model, mcfg in config["models"].items():
+        if mcfg["weights"] == "standin":
+            if "standin" not in mcfg:
+                raise WorkflowError(f"config: models.{model}.weights is 'standin' but models.{model}.standin is missing")
+            if mcfg["standin"]["dataset"] not in config["datasets"]:
+                raise WorkflowError(f"config: models.{model}.standin.dataset: unknown dataset "
+                                    f"'{mcfg['standin']['dataset']}'; defined: {known}")
+
+
+_check_config()
+
+wildcard_constraints:
+    dataset="|".join(config["datasets"]),
+    model="|".join(config["models"]),
+    method="[a-z_]+",
+    size=r"\d+",
+
+
+def as_json(value):
+    return json.dumps(value, sort_keys=True)
+
+
+def cell_dir(model, method, dataset):
+    return f"{R}/cells/{model}/{method}/{dataset}"
+
+
+def prepared_dir(dataset, size):
+    return f"{R}/prepared/{dataset}/{size}"
+
+
+def model_size(model):
+    return config["models"][model]["image_size"]
+
+
+def weights_input(model):
+    """The stand-in folder when the model is trained locally, else nothing (hub or local folder)."""
+    return f"{R}/pretrained/{model}-standin" if config["models"][model]["weights"] == "standin" else []
+
+
+def weights_value(model):
+    return weights_input(model) or config["models"][model]["weights"]
+
+
+def cells():
+    return [(m, k, d) for m in BENCH["models"] for k in BENCH["methods"] for d in BENCH["datasets"]]

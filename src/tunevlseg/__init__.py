@@ -1,0 +1,3 @@
+"""TuneVLSeg: benchmark prompt tuning for vision-language segmentation models."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""Vision-language segmentation models wrapped with prompt hooks."""

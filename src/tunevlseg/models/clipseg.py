@@ -1,0 +1,217 @@
+"""CLIPSeg with a prompt-aware forward pass.
+
+The stock ``CLIPSegForImageSegmentation.forward`` runs the vision encoder and the
+text conditioning under ``torch.no_grad()``, so no gradient could reach prompts
+inserted into the encoders. ``CLIPSegAdapter`` re-implements the forward from the
+same submodules (embeddings, encoder layers, projections, decoder) and lets a
+prompt learner insert tokens per layer:
+
+* text prompts sit right after the start token, are replaced at the input of
+  layers 2..d, and shift the end-of-text pooling index by ``n``;
+* vision prompts are appended after the patch tokens before the pre-LayerNorm,
+  replaced at the input of layers 2..d and dropped before the decoder.
+
+With no prompts the adapter reproduces the stock logits (tested to 1e-5).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..prompts.base import ModelDims, Prompts, PromptLearner
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def load_clipseg(name_or_dir: str):
+    """Load a CLIPSeg model and its tokenizer from a hub name or a local directory.
+
+    Raises a ``FileNotFoundError`` naming ``name_or_dir`` when neither a local
+    folder nor the hub (or its cache) can provide the weights.
+    """
+    from transformers import AutoTokenizer, CLIPSegForImageSegmentation
+
+    try:
+        model = CLIPSegForImageSegmentation.from_pretrained(name_or_dir, attn_implementation="sdpa")
+        tokenizer = AutoTokenizer.from_pretrained(name_or_dir)
+    except OSError as err:
+        raise FileNotFoundError(
+            f"cannot load CLIPSeg weights from '{name_or_dir}': not a model folder and not in the "
+            f"Hugging Face cache (offline?). Point models.clipseg.weights at a local folder "
+            f"or a hub name such as CIDAS/clipseg-rd64-refined. ({err})"
+        ) from err
+    return model, tokenizer
+
+
+@dataclass
+class TextBatch:
+    """Tokenised prompts: ids, padding mask and the end-of-text position per row."""
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    eot_index: torch.Tensor
+
+
+class CLIPSegAdapter(nn.Module):
+    """Frozen CLIPSeg exposing per-layer prompt hooks for a ``PromptLearner``."""
+
+    def __init__(self, model, tokenizer, mean=IMAGENET_MEAN, std=IMAGENET_STD):
+        super().__init__()
+        self.model = model
+        self.tokenizer = tokenizer
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+        cfg = model.config
+        self.extract_layers = list(cfg.extract_layers)
+        self.max_text_len = cfg.text_config.max_position_embeddings
+        self._token_cache: dict[tuple[str, int], tuple[list[int], int]] = {}
+        self.dims = ModelDims(
+            text_width=cfg.text_config.hidden_size,
+            vision_width=cfg.vision_config.hidden_size,
+            image_feature_dim=cfg.projection_dim,
+            max_text_depth=cfg.text_config.num_hidden_layers,
+            # layers after the last one the decoder reads cannot influence the mask
+            max_vision_depth=max(self.extract_layers) + 1,
+        )
+
+    # ----------------------------------------------------------------- inputs
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """Map images in [0, 1] (B, 3, H, W) to the model's normalised input."""
+        return (images - self.mean) / self.std
+
+    def tokenize(self, texts: list[str], n_ctx: int = 0) -> TextBatch:
+        """Tokenise prompts, truncated so that ``n_ctx`` context tokens still fit.
+
+        Truncation keeps the start and end tokens; the end-of-text index is that
+        of the *unprompted* sequence (the forward shifts it by ``n_ctx``).
+        """
+        rows = [self._tokens(t, n_ctx) for t in texts]
+        length = max(len(ids) for ids, _ in rows)
+        pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        input_ids = torch.full((len(rows), length), pad_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(rows), length), dtype=torch.long)
+        for i, (ids, _) in enumerate(rows):
+            input_ids[i, : len(ids)] = torch.tensor(ids)
+            attention_mask[i, : len(ids)] = 1
+        eot = torch.tensor([e for _, e in rows], dtype=torch.long)
+        return TextBatch(input_ids, attention_mask, eot)
+
+    def _tokens(self, text: str, n_ctx: int) -> tuple[list[int], int]:
+        key = (text, n_ctx)
+        if key not in self._token_cache:
+            ids = self.tokenizer(text, truncation=True, max_length=self.max_text_len - n_ctx)["input_ids"]
+            self._token_cache[key] = (ids, self._eot_position(ids))
+        return self._token_cache[key]
+
+    def _eot_position(self, ids: list[int]) -> int:
+        eos = self.model.config.text_config.eos_token_id
+        if eos == 2:  # legacy configs (CIDAS checkpoints): the end token has the highest id
+            return max(range(len(ids)), key=lambda i: ids[i])
+        return ids.index(eos) if eos in ids else len(ids) - 1
+
+    def token_embeddings_for(self, text: str, n_ctx: int) -> torch.Tensor | None:
+        """Embeddings of the words of ``text`` (no start/end token) if they are exactly ``n_ctx`` tokens."""
+        ids, eot = self._tokens(text, 0)
+        words = ids[1:eot]
+        if len(words) != n_ctx:
+            return None
+        emb = self.model.clip.text_model.embeddings.token_embedding
+        return emb.weight[torch.tensor(words, device=emb.weight.device)].detach().clone()
+
+    # ---------------------------------------------------------------- encoders
+    def encode_text(self, text: TextBatch, prompts: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """Projected end-of-text feature (B, projection_dim) with optional deep text prompts.
+
+        ``prompts[k]`` has shape (B or 1, n, text_width) and fills the prompt
+        slots on the input of layer k+1 (k = 0 is inserted at the embedding).
+        """
+        tm = self.model.clip.text_model
+        device = tm.embeddings.token_embedding.weight.device
+        ids = text.input_ids.to(device)
+        pad = text.attention_mask.to(device)
+        batch = ids.shape[0]
+        x = tm.embeddings.token_embedding(ids)
+        n = 0
+        if prompts:
+            n = prompts[0].shape[-2]
+            ctx = prompts[0].to(x.dtype).expand(batch, -1, -1)
+            x = torch.cat([x[:, :1], ctx, x[:, 1:]], dim=1)
+            pad = torch.cat([pad[:, :1], pad.new_ones(batch, n), pad[:, 1:]], dim=1)
+        length = x.shape[1]
+        x = x + tm.embeddings.position_embedding(tm.embeddings.position_ids[:, :length])
+        mask = _causal_padding_mask(pad, x.dtype)
+        for k, layer in enumerate(tm.encoder.layers):
+            if prompts and 0 < k < len(prompts):
+                deep = prompts[k].to(x.dtype).expand(batch, -1, -1)
+                x = torch.cat([x[:, :1], deep, x[:, 1 + n :]], dim=1)
+            x = layer(x, mask)
+        x = tm.final_layer_norm(x)
+        pooled = x[torch.arange(batch, device=device), text.eot_index.to(device) + n]
+        return self.model.clip.text_projection(pooled)
+
+    def encode_image(
+        self, pixel_values: torch.Tensor, prompts: list[torch.Tensor] | None = None, pooled: bool = False
+    ) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+        """Decoder activations (prompt tokens removed) and, if asked, the projected pooled feature.
+
+        ``prompts[k]`` has shape (B or 1, n, vision_width): k = 0 is appended after
+        the patch tokens before the pre-LayerNorm; k >= 1 replaces those slots on
+        the input of layer k+1.
+        """
+        vm = self.model.clip.vision_model
+        x = vm.embeddings(pixel_values, interpolate_pos_encoding=True)
+        batch, tokens = x.shape[:2]
+        if prompts:
+            x = torch.cat([x, prompts[0].to(x.dtype).expand(batch, -1, -1)], dim=1)
+        x = vm.pre_layrnorm(x)
+        last = len(vm.encoder.layers) if pooled else max(self.extract_layers) + 1
+        activations = []
+        for k, layer in enumerate(vm.encoder.layers[:last]):
+            if prompts and 0 < k < len(prompts):
+                x = torch.cat([x[:, :tokens], prompts[k].to(x.dtype).expand(batch, -1, -1)], dim=1)
+            x = layer(x, None)
+            if k in self.extract_layers:
+                activations.append(x[:, :tokens])
+        feature = None
+        if pooled:
+            feature = self.model.clip.visual_projection(vm.post_layernorm(x[:, 0]))
+        return activations, feature
+
+    def decode(self, activations: list[torch.Tensor], conditional: torch.Tensor) -> torch.Tensor:
+        """Mask logits (B, 1, H, W) from decoder activations and the conditional embedding."""
+        logits = self.model.decoder(activations, conditional).logits
+        if logits.dim() == 2:  # the stock decoder squeezes a batch of one too far
+            logits = logits.unsqueeze(0)
+        return logits.unsqueeze(1)
+
+    def forward(self, images: torch.Tensor, text: TextBatch, learner: PromptLearner | None = None) -> torch.Tensor:
+        """Logits (B, 1, H, W) for images in [0, 1] and tokenised prompts."""
+        pixel_values = self.normalize(images)
+        if learner is None or learner.is_empty:
+            activations, _ = self.encode_image(pixel_values)
+            return self.decode(activations, self.encode_text(text))
+        if learner.uses_image_feature:
+            activations, feature = self.encode_image(pixel_values, pooled=True)
+            prompts = learner(feature)
+        else:
+            prompts = learner(None)
+            activations, _ = self.encode_image(pixel_values, prompts.vision)
+        return self.decode(activations, self.encode_text(text, prompts.text))
+
+
+def _causal_padding_mask(padding: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Additive (B, 1, L, L) mask: a token sees earlier non-padding tokens and itself."""
+    length = padding.shape[1]
+    causal = torch.ones(length, length, dtype=torch.bool, device=padding.device).tril()
+    allowed = causal[None] & padding[:, None, :].bool()
+    allowed |= torch.eye(length, dtype=torch.bool, device=padding.device)[None]
+    mask = torch.zeros(allowed.shape, dtype=dtype, device=padding.device)
+    mask.masked_fill_(~allowed, torch.finfo(dtype).min)
+    return mask[:, None]
+
+
+__all__ = ["CLIPSegAdapter", "TextBatch", "load_clipseg", "Prompts"]

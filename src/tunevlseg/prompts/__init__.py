@@ -1,0 +1,24 @@
+"""Prompt-tuning methods. Adding one = a module with a ``PromptLearner`` subclass + one line in ``METHODS``."""
+
+from __future__ import annotations
+
+from .base import ModelDims, Prompts, PromptLearner
+from .coop import CoOp
+from .vpt import VPT
+from .zeroshot import ZeroShot
+
+METHODS: dict[str, type[PromptLearner]] = {
+    "zeroshot": ZeroShot,
+    "coop": CoOp,
+    "vpt": VPT,
+}
+
+
+def build_learner(method: str, dims: ModelDims, depth: int, n_ctx: int = 4, **hparams) -> PromptLearner:
+    """Instantiate the learner registered under ``method``; unknown names list the known ones."""
+    if method not in METHODS:
+        raise KeyError(f"unknown prompt method '{method}'; known: {', '.join(sorted(METHODS))}")
+    return METHODS[method](dims, depth=depth, n_ctx=n_ctx, **hparams)
+
+
+__all__ = ["METHODS", "ModelDims", "Prompts", "PromptLearner", "build_learner"]

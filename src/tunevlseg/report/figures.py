@@ -1,0 +1,222 @@
+"""Figures: Dice heat map over the grid and test Dice vs prompt depth.
+
+Figures are built on :class:`matplotlib.figure.Figure` directly (no pyplot state, Agg canvas),
+so they work headless and leak no open figures.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+from scipy import stats
+
+from tunevlseg.report.collect import BASELINES, atomic_path, order_rows, with_row_labels
+from tunevlseg.report.tables import dice_numeric
+
+__all__ = ["depth_correlations", "plot_depth_vs_dice", "plot_dice_heatmap"]
+
+NO_TRIALS = "no completed trials"
+CORR_COLUMNS = ("dataset", "model", "method", "n", "rho", "p")
+PANEL_COLS = 3
+JITTER = 0.12
+MARKERS = ("o", "s", "^", "D", "v")  # one per model, on top of the colour per model · method
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _new_figure(width: float, height: float) -> Figure:
+    fig = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig: Figure, out_png: Path, dpi: int) -> Path:
+    out_png = Path(out_png)
+    with atomic_path(out_png) as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight", facecolor="white")
+    return out_png
+
+
+def _placeholder(out_png: Path, dpi: int, title: str, message: str = NO_TRIALS) -> Path:
+    """Save a small figure that only says ``message``."""
+    fig = _new_figure(5.0, 3.0)
+    ax = fig.add_subplot()
+    ax.set_title(title)
+    ax.text(0.5, 0.5, message, ha="center", va="center", fontsize=14, transform=ax.transAxes)
+    ax.set_axis_off()
+    return _save(fig, out_png, dpi)
+
+
+# --------------------------------------------------------------------------- heat map
+
+
+def plot_dice_heatmap(best: pd.DataFrame, out_png: Path, dpi: int = 150) -> Path:
+    """Heat map of test Dice (mean) with rows ``model · method`` and one column per dataset.
+
+    Cells are annotated with the mean Dice (2 decimals) on a fixed 0..1 colour scale; absent
+    cells (or cells without a completed trial) are left blank on a grey background.  With no
+    Dice value at all, the PNG only says "no completed trials".  Written atomically; returns
+    ``out_png``.
+    """
+    title = "Test Dice per cell (mean over test cases)"
+    means, _ = dice_numeric(best)
+    means = means.drop(columns="mean")
+    if means.empty or means.isna().all().all():
+        return _placeholder(out_png, dpi, title)
+    n_rows, n_cols = means.shape
+    fig = _new_figure(3.0 + 1.1 * n_cols, 1.5 + 0.42 * n_rows)
+    ax = fig.add_subplot()
+    ax.set_facecolor("#d9d9d9")
+    sns.heatmap(means, ax=ax, vmin=0.0, vmax=1.0, cmap="viridis", annot=True, fmt=".2f",
+                mask=means.isna(), linewidths=0.5, linecolor="white",
+                cbar_kws={"label": "test Dice"}, annot_kws={"fontsize": 9})
+    ax.set_title(title)
+    ax.set_xlabel("dataset")
+    ax.set_ylabel("model · method")
+    ax.tick_params(axis="x", labelrotation=30)
+    for label in ax.get_xticklabels():
+        label.set_horizontalalignment("right")
+    ax.tick_params(axis="y", labelrotation=0)
+    return _save(fig, out_png, dpi)
+
+
+# --------------------------------------------------------------------------- depth vs Dice
+
+
+def _tuned_trials(trials: pd.DataFrame) -> pd.DataFrame:
+    """COMPLETE trials of prompt-tuning methods with a positive depth and a test Dice."""
+    if trials.empty:
+        return trials
+    keep = ((trials["state"] == "COMPLETE") & ~trials["method"].isin(BASELINES)
+            & (trials["depth"] > 0) & trials["test_dice_mean"].notna())
+    return trials.loc[keep]
+
+
+def _spearman(depth: pd.Series, dice: pd.Series) -> tuple[float, float]:
+    """Spearman (rho, p), NaN when fewer than 3 points or either variable is constant."""
+    if len(depth) < 3 or depth.nunique() < 2 or dice.nunique() < 2:
+        return math.nan, math.nan
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = stats.spearmanr(depth.to_numpy(float), dice.to_numpy(float))
+    return float(result.statistic), float(result.pvalue)
+
+
+def depth_correlations(trials: pd.DataFrame) -> pd.DataFrame:
+    """Spearman correlation of prompt depth vs test Dice per (dataset, model, method).
+
+    Uses the COMPLETE trials of prompt-tuning methods (baselines ``zeroshot`` / ``finetune``
+    and depth <= 0 excluded).  Columns ``dataset, model, method, n, rho, p``; ``rho`` and
+    ``p`` are NaN when ``n < 3`` or depth (or Dice) is constant.  These are the numbers shown
+    in the legend of :func:`plot_depth_vs_dice`.
+    """
+    tuned = _tuned_trials(trials)
+    rows = []
+    if not tuned.empty:
+        for (dataset, model, method), grp in tuned.groupby(["dataset", "model", "method"]):
+            rho, p = _spearman(grp["depth"], grp["test_dice_mean"])
+            rows.append((dataset, model, method, len(grp), rho, p))
+    frame = pd.DataFrame(rows, columns=list(CORR_COLUMNS))
+    return frame.astype({"n": int, "rho": float, "p": float})
+
+
+def _legend_label(label: str, rho: float, p: float) -> str:
+    if math.isnan(rho):
+        return f"{label} (ρ=n/a)"
+    p_text = f"{p:.2g}" if p >= 0.001 else f"{p:.1e}"
+    return f"{label} (ρ={rho:.2f}, p={p_text})"
+
+
+def _zero_shot_lines(trials: pd.DataFrame) -> pd.DataFrame:
+    """Mean zero-shot test Dice per (dataset, model) from COMPLETE zeroshot rows."""
+    if trials.empty:
+        return pd.DataFrame(columns=["dataset", "model", "test_dice_mean"])
+    zs = trials.loc[(trials["method"] == "zeroshot") & (trials["state"] == "COMPLETE")
+                    & trials["test_dice_mean"].notna()]
+    return zs.groupby(["dataset", "model"], as_index=False)["test_dice_mean"].mean()
+
+
+def _draw_panel(ax, data: pd.DataFrame, zero_shot: pd.DataFrame, corr: pd.DataFrame,
+                palette: dict[str, tuple], markers: dict[str, str],
+                rng: np.random.Generator) -> None:
+    """Jittered points, per-depth mean lines and zero-shot lines for one dataset."""
+    handles, labels = [], []
+    for label in [r for r in palette if r in set(data["row"])]:
+        grp = data.loc[data["row"] == label]
+        marker = markers[grp["model"].iat[0]]
+        x = grp["depth"].to_numpy(float) + rng.uniform(-JITTER, JITTER, len(grp))
+        ax.scatter(x, grp["test_dice_mean"], s=18, alpha=0.55, color=palette[label],
+                   marker=marker, edgecolor="none")
+        per_depth = grp.groupby("depth")["test_dice_mean"].mean()
+        (line,) = ax.plot(per_depth.index, per_depth.to_numpy(), marker=marker, ms=5, lw=1.8,
+                          color=palette[label])
+        c = corr.loc[(corr["model"] == grp["model"].iat[0])
+                     & (corr["method"] == grp["method"].iat[0])].iloc[0]
+        handles.append(line)
+        labels.append(_legend_label(label, c["rho"], c["p"]))
+    styles = ["--", ":", "-."]
+    for i, zs in enumerate(zero_shot.itertuples(index=False)):
+        name = "zero-shot" if len(zero_shot) == 1 else f"zero-shot · {zs.model}"
+        line = ax.axhline(zs.test_dice_mean, color="0.25", lw=1.3, ls=styles[i % len(styles)])
+        handles.append(line)
+        labels.append(f"{name} ({zs.test_dice_mean:.2f})")
+    ax.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, -0.16), fontsize=8,
+              frameon=False, ncols=1)
+
+
+def _palette(rows: list[str]) -> dict[str, tuple]:
+    colours = sns.color_palette("tab10" if len(rows) <= 10 else "husl", len(rows))
+    return dict(zip(rows, colours, strict=True))
+
+
+def plot_depth_vs_dice(trials: pd.DataFrame, out_png: Path, dpi: int = 150) -> Path:
+    """Test Dice vs prompt depth over all COMPLETE trials of prompt-tuning methods.
+
+    One panel per dataset (shared y axis 0..1); one colour per ``model · method`` (same in every
+    panel) with jittered trial points and a line through the per-depth means; each dataset's
+    zero-shot Dice (when present) is a dashed horizontal line labelled "zero-shot".  Legend
+    entries carry the Spearman rho and p over (depth, test Dice) of that method in that panel
+    (see :func:`depth_correlations`), or "(ρ=n/a)" with fewer than 3 trials / constant depth.
+    No complete tuned trial gives a PNG that says "no completed trials".  Written atomically;
+    returns ``out_png``.
+    """
+    title = "Test Dice vs prompt depth (completed trials)"
+    tuned = _tuned_trials(trials)
+    if tuned.empty:
+        return _placeholder(out_png, dpi, title)
+    tuned = with_row_labels(tuned)
+    corr = depth_correlations(trials)
+    zero_shot = _zero_shot_lines(trials)
+    datasets = sorted(tuned["dataset"].unique())
+    palette = _palette(order_rows(tuned))
+    models = sorted(tuned["model"].unique())
+    markers = {m: MARKERS[i % len(MARKERS)] for i, m in enumerate(models)}
+    n_cols = min(PANEL_COLS, len(datasets))
+    n_rows = math.ceil(len(datasets) / n_cols)
+    legend_h = 0.22 * (len(palette) + zero_shot["model"].nunique()) + 0.4
+    fig = _new_figure(4.6 * n_cols, (3.4 + legend_h) * n_rows)
+    axes = fig.subplots(n_rows, n_cols, sharey=True, squeeze=False).ravel()
+    rng = np.random.default_rng(0)
+    for i, (ax, dataset) in enumerate(zip(axes, datasets, strict=False)):
+        _draw_panel(ax, tuned.loc[tuned["dataset"] == dataset],
+                    zero_shot.loc[zero_shot["dataset"] == dataset],
+                    corr.loc[corr["dataset"] == dataset], palette, markers, rng)
+        ax.set_title(dataset)
+        ax.set_xlabel("prompt depth")
+        ax.set_ylabel("test Dice" if i % n_cols == 0 else "")
+        ax.set_ylim(0.0, 1.0)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(axis="y", alpha=0.3)
+    for ax in axes[len(datasets):]:
+        ax.set_axis_off()
+    fig.suptitle(title)
+    return _save(fig, out_png, dpi)

@@ -1,0 +1,1 @@
+"""Training: loss, metrics, the epoch loop, checkpoints of trainable parameters."""

@@ -1,0 +1,34 @@
+"""Shared fixtures: a tiny random CLIPSeg saved to a local folder and loaded like public weights."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tunevlseg.models.clipseg import CLIPSegAdapter, load_clipseg
+from tunevlseg.models.standin import build_standin, build_tokenizer, save_standin
+from tunevlseg.prompts import ModelDims
+
+TINY_ARCH = dict(image_size=32, patch_size=8, vision_width=32, vision_layers=4, vision_heads=2, text_width=24,
+                 text_layers=3, text_heads=2, projection_dim=16, reduce_dim=8, extract_layers=[0, 1, 2])
+
+# The full CLIPSeg ViT-B/16 widths: learners are built on these for the parameter-count formulas.
+VIT_B16 = ModelDims(text_width=512, vision_width=768, image_feature_dim=512, max_text_depth=12, max_vision_depth=12)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    torch.manual_seed(0)
+    tokenizer = build_tokenizer(["red", "green", "blue", "disc", "polyp"])
+    model = build_standin(TINY_ARCH, tokenizer)
+    out = tmp_path_factory.mktemp("tiny_clipseg")
+    save_standin(model, tokenizer, out)
+    return out
+
+
+@pytest.fixture
+def tiny_adapter(tiny_model_dir):
+    model, tokenizer = load_clipseg(str(tiny_model_dir))
+    adapter = CLIPSegAdapter(model, tokenizer)
+    adapter.requires_grad_(False)
+    return adapter.eval()

@@ -1,0 +1,152 @@
+"""The whole demo workflow on a reduced config in a temporary folder (never touches results/).
+
+One module-scoped run, then checks of what a rerun schedules.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+SNAKEMAKE = Path(sys.executable).with_name("snakemake")
+TIMEOUT = 900
+
+
+def reduced_config() -> dict:
+    """The demo config shrunk to seconds per job."""
+    cfg = yaml.safe_load((REPO / "config.yaml").read_text())
+    cfg["datasets"]["shapes"]["synthetic"]["n"] = 160
+    cfg["datasets"]["tissue"]["synthetic"]["n"] = 60
+    cfg["datasets"]["ctvolumes"]["synthetic"]["n"] = 6
+    standin = cfg["models"]["clipseg"]["standin"]
+    standin.update(epochs=2, min_grounding_gap=-1.0)
+    cfg["tuning"]["n_trials"] = 2
+    cfg["training"].update(epochs=2, batch_size=16)
+    return cfg
+
+
+def snakemake(workdir: Path, *args: str, timeout: int = TIMEOUT) -> subprocess.CompletedProcess:
+    """Run snakemake bounded by a timeout (SIGINT first: it can ignore SIGTERM)."""
+    cmd = ["timeout", "-s", "INT", "-k", "30", str(timeout), str(SNAKEMAKE), "--snakefile",
+           str(REPO / "workflow" / "Snakefile"), "--directory", str(workdir), "--cores", "2", *args]
+    env = {**os.environ, "PATH": f"{SNAKEMAKE.parent}{os.pathsep}{os.environ['PATH']}"}
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=workdir)
+
+
+def planned_jobs(workdir: Path, *args: str) -> dict[str, int]:
+    """Job counts per rule of a dry run ({} when nothing is to be done)."""
+    out = snakemake(workdir, "-n", *args, timeout=300)
+    assert out.returncode == 0, out.stderr + out.stdout
+    text = out.stdout + out.stderr
+    if "Nothing to be done" in text:
+        return {}
+    table = text.split("Job stats:")[1].split("Reasons:")[0]
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M) if m.group(1) != "total"}
+
+
+def write_config(workdir: Path, cfg: dict) -> None:
+    (workdir / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("demo")
+    cfg = reduced_config()
+    write_config(workdir, cfg)
+    out = snakemake(workdir)
+    assert out.returncode == 0, f"snakemake failed:\n{out.stdout[-3000:]}\n{out.stderr[-6000:]}"
+    return workdir, cfg
+
+
+def test_table_has_every_cell(demo_run):
+    workdir, cfg = demo_run
+    table = pd.read_csv(workdir / "results/tables/dice.csv")
+    bench = cfg["benchmark"]
+    assert len(table) == len(bench["models"]) * len(bench["methods"])
+    for dataset in bench["datasets"]:
+        values = table[f"{dataset}_mean"]
+        assert values.notna().all() and values.between(0, 1).all(), dataset
+    md = (workdir / "results/tables/dice.md").read_text()
+    assert "clipseg · zeroshot" in md and "clipseg · vpt" in md and "—" not in md
+    for fig in ("dice_heatmap.png", "depth_vs_dice.png"):
+        assert (workdir / "results/figures" / fig).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cell_outputs_and_provenance(demo_run):
+    workdir, cfg = demo_run
+    cell = workdir / "results/cells/clipseg/vpt/tissue"
+    trials = pd.read_csv(cell / "trials.csv")
+    assert (trials["state"] == "COMPLETE").sum() == cfg["tuning"]["n_trials"]
+    assert trials["depth"].between(1, 4).all()
+    prov = yaml.safe_load((cell / "provenance.json").read_text())
+    assert len(prov["manifest_sha256"]) == 64 and len(prov["source_sha256"]) == 64
+    assert prov["cell"]["n_trials"] == cfg["tuning"]["n_trials"] and prov["seeds"]["trials"]
+    for _, row in trials.iterrows():
+        trial_dir = cell / "trials" / f"{row['trial']:03d}"
+        assert (trial_dir / "best.pt").stat().st_size < 100_000  # trainable parameters only
+        assert len(pd.read_csv(trial_dir / "epochs.csv")) >= 1
+        per_image = pd.read_csv(trial_dir / "test_metrics.csv")
+        assert len(per_image) == row["n_test"] > 0
+        assert per_image["dice"].mean() == pytest.approx(row["test_dice_mean"])
+
+
+def test_rerun_schedules_nothing_then_only_the_deleted_cell(demo_run):
+    workdir, _ = demo_run
+    assert planned_jobs(workdir) == {}
+    shutil.rmtree(workdir / "results/cells/clipseg/coop/ctvolumes")
+    assert planned_jobs(workdir) == {"tune": 1, "aggregate": 1, "all": 1}
+
+
+def test_plot_option_reruns_only_aggregation(demo_run):
+    workdir, cfg = demo_run
+    changed = copy.deepcopy(cfg)
+    changed["report"]["dpi"] = 90
+    write_config(workdir, changed)
+    try:
+        jobs = planned_jobs(workdir, "--allowed-rules", "aggregate", "all")
+        assert jobs.get("aggregate") == 1 and "tune" not in jobs
+    finally:
+        write_config(workdir, cfg)
+
+
+def test_new_dataset_schedules_only_its_cells(demo_run):
+    workdir, cfg = demo_run
+    changed = copy.deepcopy(cfg)
+    changed["datasets"]["tissue_b"] = {"source": "synthetic", "synthetic": {"kind": "tissue", "n": 40, "seed": 99}}
+    changed["benchmark"]["datasets"].append("tissue_b")
+    write_config(workdir, changed)
+    try:
+        jobs = planned_jobs(workdir)
+    finally:
+        write_config(workdir, cfg)
+    n_methods = len(cfg["benchmark"]["methods"])
+    assert jobs.get("synth") == 1 and jobs.get("prepare") == 1 and jobs.get("pretrain_standin") is None
+    assert jobs["tune"] == n_methods + (1 if not (workdir / "results/cells/clipseg/coop/ctvolumes").exists() else 0)
+
+
+def test_more_trials_resume_the_study(demo_run):
+    workdir, cfg = demo_run
+    cell = workdir / "results/cells/clipseg/coop/tissue"
+    before = {p.parent.name: p.stat().st_mtime_ns for p in (cell / "trials").glob("*/epochs.csv")}
+    changed = copy.deepcopy(cfg)
+    changed["tuning"]["n_trials"] = 3
+    write_config(workdir, changed)
+    try:
+        out = snakemake(workdir, str(cell.relative_to(workdir) / "best.json"))
+        assert out.returncode == 0, out.stderr[-4000:]
+    finally:
+        write_config(workdir, cfg)
+    trials = pd.read_csv(cell / "trials.csv")
+    assert sorted(trials["trial"]) == [0, 1, 2] and (trials["state"] == "COMPLETE").all()
+    after = {p.parent.name: p.stat().st_mtime_ns for p in (cell / "trials").glob("*/epochs.csv")}
+    assert {k: after[k] for k in before} == before  # finished trials were not redone
