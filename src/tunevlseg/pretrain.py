@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 def pretrain_standin(prepared_dir: Path, out_dir: Path, arch: dict, vocabulary: list[str], epochs: int = 40,
                      batch_size: int = 32, lr: float = 1e-3, seed: int = 0, device: str = "auto",
-                     min_grounding_gap: float = 0.0) -> dict:
+                     min_grounding_gap: float = 0.0, check_every: int = 5) -> dict:
     """Train a tiny CLIPSeg end to end on ``prepared_dir`` and save it to ``out_dir`` (atomically).
 
     Returns the grounding report (also saved as ``grounding.json`` in ``out_dir``).
@@ -51,7 +51,7 @@ def pretrain_standin(prepared_dir: Path, out_dir: Path, arch: dict, vocabulary: 
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=max(1, epochs * len(loader)))
     started = time.perf_counter()
     bar = tqdm(range(epochs), desc="pretrain stand-in")
-    for _ in bar:
+    for epoch in bar:
         adapter.train()
         for batch in loader:
             images, masks = batch["image"].to(dev), batch["mask"].to(dev)
@@ -60,9 +60,15 @@ def pretrain_standin(prepared_dir: Path, out_dir: Path, arch: dict, vocabulary: 
             loss = loss_fn(logits.float(), masks)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            torch.nn.utils.clip_grad_norm_(adapter.parameters(), 1.0)  # from-scratch transformers diverge without it
             optimizer.step()
             scheduler.step()
         bar.set_postfix(loss=f"{loss.item():.3f}")
+        if check_every and (epoch + 1) % check_every == 0 and epoch + 1 < epochs:
+            adapter.eval()
+            progress = grounding_check(adapter, val, batch_size, dev, seed)
+            log.info("epoch %d: val Dice %.3f with the right prompt, %.3f with shuffled prompts", epoch + 1,
+                     progress["val_dice_right_prompt"], progress["val_dice_shuffled_prompt"])
     adapter.eval()
     report = grounding_check(adapter, val, batch_size, dev, seed)
     report.update(epochs=epochs, seconds=round(time.perf_counter() - started, 1), n_train=len(train.ids))

@@ -105,6 +105,9 @@ def test_rerun_schedules_nothing_then_only_the_deleted_cell(demo_run):
     assert planned_jobs(workdir) == {}
     shutil.rmtree(workdir / "results/cells/clipseg/coop/ctvolumes")
     assert planned_jobs(workdir) == {"tune": 1, "aggregate": 1, "all": 1}
+    out = snakemake(workdir)  # restore the cell for the tests that follow
+    assert out.returncode == 0, out.stderr[-4000:]
+    assert planned_jobs(workdir) == {}
 
 
 def test_plot_option_reruns_only_aggregation(demo_run):
@@ -113,8 +116,7 @@ def test_plot_option_reruns_only_aggregation(demo_run):
     changed["report"]["dpi"] = 90
     write_config(workdir, changed)
     try:
-        jobs = planned_jobs(workdir, "--allowed-rules", "aggregate", "all")
-        assert jobs.get("aggregate") == 1 and "tune" not in jobs
+        assert planned_jobs(workdir) == {"aggregate": 1, "all": 1}
     finally:
         write_config(workdir, cfg)
 
@@ -131,7 +133,7 @@ def test_new_dataset_schedules_only_its_cells(demo_run):
         write_config(workdir, cfg)
     n_methods = len(cfg["benchmark"]["methods"])
     assert jobs.get("synth") == 1 and jobs.get("prepare") == 1 and jobs.get("pretrain_standin") is None
-    assert jobs["tune"] == n_methods + (1 if not (workdir / "results/cells/clipseg/coop/ctvolumes").exists() else 0)
+    assert jobs["tune"] == n_methods
 
 
 def test_more_trials_resume_the_study(demo_run):
@@ -150,3 +152,33 @@ def test_more_trials_resume_the_study(demo_run):
     assert sorted(trials["trial"]) == [0, 1, 2] and (trials["state"] == "COMPLETE").all()
     after = {p.parent.name: p.stat().st_mtime_ns for p in (cell / "trials").glob("*/epochs.csv")}
     assert {k: after[k] for k in before} == before  # finished trials were not redone
+
+
+def test_report_code_edit_reruns_only_aggregation(demo_run):
+    workdir, _ = demo_run
+    source = REPO / "src/tunevlseg/report/figures.py"
+    stat = source.stat()
+    future = stat.st_mtime_ns + 3_600 * 10**9
+    os.utime(source, ns=(future, future))
+    try:
+        assert planned_jobs(workdir) == {"aggregate": 1, "all": 1}
+    finally:
+        os.utime(source, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+
+@pytest.mark.parametrize("edit,expected", [
+    (lambda c: c["benchmark"]["methods"].append("coopp"), ["coopp", "coop", "vpt"]),
+    (lambda c: c["benchmark"]["datasets"].append("kvasirr"), ["kvasirr", "benchmark.datasets", "tissue"]),
+    (lambda c: c["methods"]["vpt"]["search"]["lr"].update(high=5.0), ["lr", "high", "5.0"]),
+    (lambda c: c["benchmark"]["models"].append("crisp"), ["crisp", "clipseg"]),
+])
+def test_bad_config_fails_at_start_naming_the_key(tmp_path, edit, expected):
+    cfg = reduced_config()
+    edit(cfg)
+    write_config(tmp_path, cfg)
+    out = snakemake(tmp_path, "-n", timeout=120)
+    text = out.stdout + out.stderr
+    assert out.returncode != 0
+    for word in expected:
+        assert word in text, (word, text[-2000:])
+    assert not (tmp_path / "results").exists()

@@ -177,6 +177,48 @@ def _load_task(task) -> list[dict]:
     return out
 
 
+class _CacheWriter:
+    """Streams samples into per-split append-only files inside the cache folder."""
+
+    def __init__(self, folder: Path, size: int):
+        self.folder, self.size = folder, size
+        self.files = {s: (open(folder / f"{s}_images.raw", "wb"), open(folder / f"{s}_masks.raw", "wb")) for s in SPLITS}
+        self.originals = zipfile.ZipFile(folder / "test_masks_original.npz", "w", zipfile.ZIP_DEFLATED)
+        self.sizes = dict.fromkeys(SPLITS, 0)
+        self.manifest: list[dict] = []
+
+    def add(self, smp: dict, split: str) -> None:
+        self.files[split][0].write(smp["image"].tobytes())
+        self.files[split][1].write(smp["mask"].tobytes())
+        if smp["original"] is not None:
+            with self.originals.open(f"{smp['id']}.npy", "w", force_zip64=True) as f:
+                np.lib.format.write_array(f, smp["original"])
+        self.sizes[split] += 1
+        prompts = {"p0": "", "p1": smp["phrase"].rstrip(".") + "."}
+        self.manifest.append({**{k: smp[k] for k in MANIFEST_COLUMNS if k != "split"}, "split": split, **prompts})
+
+    def close(self) -> None:
+        for fi, fm in self.files.values():
+            fi.close()
+            fm.close()
+        self.originals.close()
+
+    def finish(self) -> str:
+        """Write the .npy arrays and manifest.csv; returns the manifest's sha256."""
+        ids = [m["id"] for m in self.manifest]
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"duplicate sample ids: {[k for k, c in Counter(ids).items() if c > 1][:5]}")
+        for s in SPLITS:
+            n = self.sizes[s]
+            _finish_array(self.folder / f"{s}_images.raw", self.folder / f"{s}_images.npy", (n, self.size, self.size, 3))
+            _finish_array(self.folder / f"{s}_masks.raw", self.folder / f"{s}_masks.npy", (n, self.size, self.size))
+        with open(self.folder / "manifest.csv", "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=MANIFEST_COLUMNS + PROMPT_KEYS, lineterminator="\n")
+            writer.writeheader()
+            writer.writerows(self.manifest)
+        return hashlib.sha256((self.folder / "manifest.csv").read_bytes()).hexdigest()
+
+
 def _finish_array(raw: Path, npy: Path, shape: tuple[int, ...]) -> None:
     """Turn an append-only raw byte file into a .npy of ``shape`` (uint8)."""
     out = np.lib.format.open_memmap(npy, mode="w+", dtype=np.uint8, shape=shape)
@@ -221,64 +263,41 @@ def prepare_dataset(
         for r in rows
         if split_of[r["group"]] == split
     ]
-    seen: dict[str, tuple[str, str, str]] = {}
-    sizes = dict.fromkeys(SPLITS, 0)
-    manifest, dropped = [], 0
+    seen: dict[str, tuple[str, str]] = {}  # content hash -> (split, description of first sample)
+    dropped = 0
     with atomic_dir(out_dir) as tmp:
-        files = {s: (open(tmp / f"{s}_images.raw", "wb"), open(tmp / f"{s}_masks.raw", "wb")) for s in SPLITS}
-        originals = zipfile.ZipFile(tmp / "test_masks_original.npz", "w", zipfile.ZIP_DEFLATED)
+        writer = _CacheWriter(tmp, size)
         pool = multiprocessing.get_context("spawn").Pool(workers) if workers > 1 else None
         try:
             results = pool.imap(_load_task, tasks, chunksize=8) if pool else map(_load_task, tasks)
-            for samples in results:
-                for smp in samples:
-                    split = split_of[smp["group"]]
-                    where = f"{smp['id']} ({raw_dir / smp['source_image']}, {split})"
-                    if smp["content_hash"] in seen:
-                        first_split, first = seen[smp["content_hash"]][0], seen[smp["content_hash"]][1]
-                        if drop_duplicates:
-                            dropped += 1
-                            log.warning("dropping duplicate %s of %s", where, first)
-                            continue
-                        if first_split != split:
-                            raise ValueError(f"split leak: identical image content in {first} and {where}")
-                    else:
-                        seen[smp["content_hash"]] = (split, where, smp["id"])
-                    files[split][0].write(smp["image"].tobytes())
-                    files[split][1].write(smp["mask"].tobytes())
-                    if smp["original"] is not None:
-                        with originals.open(f"{smp['id']}.npy", "w", force_zip64=True) as f:
-                            np.lib.format.write_array(f, smp["original"])
-                    sizes[split] += 1
-                    prompts = {"p0": "", "p1": smp["phrase"].rstrip(".") + "."}
-                    manifest.append({**{k: smp[k] for k in MANIFEST_COLUMNS if k != "split"}, "split": split, **prompts})
+            for smp in (smp for samples in results for smp in samples):
+                split = split_of[smp["group"]]
+                where = f"{smp['id']} ({raw_dir / smp['source_image']}, {split})"
+                if smp["content_hash"] in seen:
+                    first_split, first = seen[smp["content_hash"]]
+                    if drop_duplicates:
+                        dropped += 1
+                        log.warning("dropping duplicate %s of %s", where, first)
+                        continue
+                    if first_split != split:
+                        raise ValueError(f"split leak: identical image content in {first} and {where}")
+                seen.setdefault(smp["content_hash"], (split, where))
+                writer.add(smp, split)
         finally:
             if pool:
                 pool.terminate()
-            for fi, fm in files.values():
-                fi.close()
-                fm.close()
-            originals.close()
-        ids = [m["id"] for m in manifest]
-        if len(set(ids)) != len(ids):
-            raise ValueError(f"duplicate sample ids after slicing in {raw_dir}")
-        for s in SPLITS:
-            _finish_array(tmp / f"{s}_images.raw", tmp / f"{s}_images.npy", (sizes[s], size, size, 3))
-            _finish_array(tmp / f"{s}_masks.raw", tmp / f"{s}_masks.npy", (sizes[s], size, size))
-        with open(tmp / "manifest.csv", "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=MANIFEST_COLUMNS + PROMPT_KEYS, lineterminator="\n")
-            writer.writeheader()
-            writer.writerows(manifest)
+            writer.close()
         meta = {
             "size": size,
             "seed": seed,
             "split_fractions": list(split_fractions),
-            "split_sizes": sizes,
-            "manifest_sha256": hashlib.sha256((tmp / "manifest.csv").read_bytes()).hexdigest(),
+            "split_sizes": writer.sizes,
+            "manifest_sha256": writer.finish(),
             "n_duplicates_dropped": dropped,
             "n_raw_rows": len(rows),
             "prompt_keys": PROMPT_KEYS,
             "source": str(raw_dir),
+            "empty_slice_fraction": empty_slice_fraction,
         }
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
     return meta

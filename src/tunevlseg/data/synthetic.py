@@ -111,8 +111,15 @@ def _write_2d(out_dir: Path, i: int, image: np.ndarray, mask: np.ndarray, phrase
     return {"id": sid, "image": f"images/{sid}.png", "mask": f"masks/{sid}.png", "phrase": phrase, "group": sid}
 
 
-def generate_shapes(out_dir: Path, n: int, image_size: int, rng: np.random.Generator, colours=None) -> list[dict]:
-    """Two discs differing only in colour; target = one of them, phrase ``"<colour> disc"``."""
+def generate_shapes(out_dir: Path, n: int, image_size: int, rng: np.random.Generator, colours=None,
+                    both_targets: bool = True) -> list[dict]:
+    """Two discs differing only in colour; target = one of them, phrase ``"<colour> disc"``.
+
+    With ``both_targets`` (default) every image is listed twice, once per disc,
+    with that disc's mask and phrase (like one sample per class in VOC): the
+    same pixels then need different masks, so a model can only lower its loss by
+    reading the prompt. Without it, one disc is drawn as the single target.
+    """
     colours = list(colours or DISC_COLOURS)
     unknown = [c for c in colours if c not in DISC_COLOURS]
     if unknown or len(colours) < 2:
@@ -128,14 +135,22 @@ def generate_shapes(out_dir: Path, n: int, image_size: int, rng: np.random.Gener
         centres, _ = _place(rng, s, radii)
         picked = rng.choice(len(colours), 2, replace=False)
         target = int(rng.integers(2))
-        mask = None
+        discs = []
         for k in range(2):
             disc = (yy - centres[k][0]) ** 2 + (xx - centres[k][1]) ** 2 <= radii[k] ** 2
             img[disc] = np.asarray(DISC_COLOURS[colours[picked[k]]]) + rng.integers(-20, 21, 3)
-            if k == target:
-                mask = disc
+            discs.append(disc)
         img += 3.0 * rng.standard_normal(img.shape, dtype=np.float32)
-        rows.append(_write_2d(out_dir, i, img, mask, f"{colours[picked[target]]} disc"))
+        if not both_targets:
+            rows.append(_write_2d(out_dir, i, img, discs[target], f"{colours[picked[target]]} disc"))
+            continue
+        sid = f"img{i:05d}"
+        _save_png(img, out_dir / "images" / f"{sid}.png")
+        for k in range(2):
+            colour = colours[picked[k]]
+            _save_png(discs[k].astype(np.uint8) * 255, out_dir / "masks" / f"{sid}_{colour}.png")
+            rows.append({"id": f"{sid}_{colour}", "image": f"images/{sid}.png", "mask": f"masks/{sid}_{colour}.png",
+                         "phrase": f"{colour} disc", "group": sid})
     return rows
 
 
@@ -190,7 +205,8 @@ def generate_ctvolumes(
     depth=(12, 20),
     phrase: str = "left ventricle",
 ) -> list[dict]:
-    """Per patient a float32 (H, W, D) volume: body ellipse on air, bright label-1 ellipsoid, darker label-2 one."""
+    """Per patient an int16 (H, W, D) volume (0–1000): body ellipse on air, bright label-1
+    ellipsoid spanning some slices, darker label-2 ellipsoid; uint8 label volume alongside."""
     import nibabel as nib
 
     s = image_size
@@ -219,7 +235,7 @@ def generate_ctvolumes(
             ) ** 2 <= 1.0
             vol[ell] = value + 0.03 * smooth_noise(rng, (s, s, d), 3)[..., 0][ell]
             labels[ell] = label
-        vol = (vol + rng.normal(0.0, 0.02, vol.shape)).astype(np.float32)
+        vol = np.round(1000.0 * (vol + 0.02 * rng.standard_normal(vol.shape, dtype=np.float32))).astype(np.int16)
         (out_dir / pid).mkdir()
         image_rel, gt_rel = f"{pid}/{pid}_ct.nii.gz", f"{pid}/{pid}_ct_gt.nii.gz"
         nib.save(nib.Nifti1Image(vol, affine), out_dir / image_rel)

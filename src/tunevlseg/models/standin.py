@@ -37,7 +37,9 @@ def build_standin(arch: dict, tokenizer):
     """A random-initialised ``CLIPSegForImageSegmentation`` of the size given by ``arch``.
 
     ``arch`` keys: image_size, patch_size, vision_width, vision_layers, vision_heads,
-    text_width, text_layers, text_heads, projection_dim, reduce_dim, extract_layers.
+    text_width, text_layers, text_heads, projection_dim, reduce_dim, extract_layers,
+    and optionally conditional_layer (the decoder block that receives the FiLM
+    conditioning; default 0 as in the public weights).
     """
     from transformers import CLIPSegConfig, CLIPSegForImageSegmentation
 
@@ -68,6 +70,7 @@ def build_standin(arch: dict, tokenizer):
         extract_layers=list(arch["extract_layers"]),
         decoder_num_attention_heads=arch.get("decoder_heads", 4),
         decoder_intermediate_size=4 * arch["reduce_dim"],
+        conditional_layer=arch.get("conditional_layer", 0),
         use_complex_transposed_convolution=False,
     )
     return CLIPSegForImageSegmentation(config)

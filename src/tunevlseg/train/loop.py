@@ -109,6 +109,7 @@ def train_prompts(adapter, learner, train: PreparedSplit, val: PreparedSplit, se
     last_val_loss = float("nan")
     for epoch in epochs:
         started = time.perf_counter()
+        train_loader.dataset.set_epoch(epoch)
         train_loss = _train_epoch(adapter, learner, train_loader, loss_fn, optimizer, device, settings)
         val_loss, val_dice = validate(adapter, learner, val, loss_fn, settings.batch_size, device, settings.amp)
         last_val_loss = val_loss

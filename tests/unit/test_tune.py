@@ -1,0 +1,91 @@
+"""The Optuna driver of one cell: failures are recorded and skipped, stale trials failed, studies resumed."""
+
+from __future__ import annotations
+
+import json
+
+import optuna
+import pandas as pd
+import pytest
+
+import tunevlseg.tune as tune
+from tunevlseg.data.prepare import prepare_dataset
+from tunevlseg.data.synthetic import write_synthetic
+from tunevlseg.tune import CellRunner, CellSpec
+
+SPACE = {"lr": {"type": "float", "low": 1e-3, "high": 1e-2, "log": True},
+         "weight_decay": {"type": "float", "low": 1e-5, "high": 1e-2, "log": True},
+         "depth": {"type": "int", "low": 1, "high": 2}}
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cell_data")
+    write_synthetic("tissue", root / "raw", n=24, image_size=32, seed=3)
+    prepare_dataset(root / "raw", root / "prepared", size=32)
+    return root / "prepared"
+
+
+def spec(model_dir, method="coop", n_trials=2) -> CellSpec:
+    return CellSpec(model="clipseg", method=method, dataset="tissue", weights=str(model_dir), n_trials=n_trials,
+                    search=SPACE, training={"epochs": 1, "batch_size": 8, "progress": False}, max_failed_trials=3)
+
+
+def test_failed_trial_is_recorded_and_the_study_goes_on(tiny_model_dir, prepared, tmp_path, monkeypatch):
+    real = tune.train_prompts
+    calls = {"n": 0}
+
+    def flaky(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise tune.TrialFailed("non-finite training loss (nan)")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tune, "train_prompts", flaky)
+    CellRunner(spec(tiny_model_dir), prepared, tmp_path).run()
+    trials = pd.read_csv(tmp_path / "trials.csv")
+    assert list(trials["state"]) == ["FAIL", "COMPLETE", "COMPLETE"]
+    best = json.loads((tmp_path / "best.json").read_text())
+    complete = trials[trials["state"] == "COMPLETE"]
+    assert best["trial"] == int(complete.loc[complete["val_dice"].idxmax(), "trial"])
+    assert best["test_dice_mean"] == pytest.approx(complete["test_dice_mean"].max() if len(complete) == 1
+                                                   else complete.loc[complete["val_dice"].idxmax(), "test_dice_mean"])
+
+
+def test_too_many_failures_stop_the_cell_with_a_clear_error(tiny_model_dir, prepared, tmp_path, monkeypatch):
+    def broken(*args, **kwargs):
+        raise tune.TrialFailed("non-finite training loss (nan)")
+
+    monkeypatch.setattr(tune, "train_prompts", broken)
+    with pytest.raises(RuntimeError, match="3 trials failed"):
+        CellRunner(spec(tiny_model_dir), prepared, tmp_path).run()
+    assert not (tmp_path / "best.json").exists()
+
+
+def test_resume_fails_stale_running_trial_and_completes_the_budget(tiny_model_dir, prepared, tmp_path):
+    runner = CellRunner(spec(tiny_model_dir, n_trials=1), prepared, tmp_path)
+    runner.run()
+    study = runner._study()
+    study.ask()  # a trial a killed job left RUNNING
+    CellRunner(spec(tiny_model_dir, n_trials=2), prepared, tmp_path).run()
+    trials = pd.read_csv(tmp_path / "trials.csv")
+    assert list(trials["state"]) == ["COMPLETE", "FAIL", "COMPLETE"]
+    assert (tmp_path / "trials" / "000" / "best.pt").exists() and not (tmp_path / "trials" / "001").exists()
+
+
+def test_zeroshot_cell_has_one_row_and_no_training(tiny_model_dir, prepared, tmp_path):
+    CellRunner(spec(tiny_model_dir, method="zeroshot"), prepared, tmp_path).run()
+    trials = pd.read_csv(tmp_path / "trials.csv")
+    assert len(trials) == 1 and trials.loc[0, "depth"] == 0 and trials.loc[0, "n_trainable"] == 0
+    per_image = pd.read_csv(tmp_path / "trials" / "000" / "test_metrics.csv")
+    assert trials.loc[0, "test_dice_mean"] == pytest.approx(per_image["dice"].mean())
+    assert not (tmp_path / "study.journal").exists()
+
+
+def test_search_space_types():
+    trial = optuna.trial.FixedTrial({"lr": 0.002, "depth": 3, "h": 64})
+    params = tune.suggest(trial, {"lr": SPACE["lr"], "depth": {"type": "int", "low": 1, "high": 5},
+                                  "h": {"type": "categorical", "choices": [32, 64]}})
+    assert params == {"lr": 0.002, "depth": 3, "h": 64}
+    with pytest.raises(ValueError, match="unknown type"):
+        tune.suggest(trial, {"lr": {"type": "uniform"}})
