@@ -17,6 +17,8 @@ rule aggregate:
         ),
         correlations=f"{R}/figures/depth_vs_dice.csv",
     params:
+        tables=lambda w, output: output.tables[0].removesuffix(".csv"),
+        figures=lambda w, output: os.path.dirname(output.heatmap),
         settings=lambda w: as_json(
             {
                 **config.get("report", {}),
@@ -24,8 +26,10 @@ rule aggregate:
                 "rows": [f"{m} · {k}" for m in BENCH["models"] for k in BENCH["methods"]],
             }
         ),
+    conda:
+        "../envs/tunevlseg.yaml"
     log:
         f"{R}/logs/aggregate.log",
     shell:
-        "tunevlseg aggregate --best {input.best} --trials {input.trials} --tables {R}/tables/dice"
-        " --figures {R}/figures --settings {params.settings:q} > {log} 2>&1"
+        "tunevlseg aggregate --best {input.best} --trials {input.trials} --tables {params.tables}"
+        " --figures {params.figures} --settings {params.settings:q} > {log} 2>&1"

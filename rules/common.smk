@@ -2,9 +2,19 @@
 # Each rule receives only the part of the config it uses, so that changing, say, a
 # plotting option reruns only the aggregation (Snakemake reruns jobs whose params change).
 import json
+import os
+import sys
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
+
+envvars:
+    "PATH",
+
+
+# Rules call the `tunevlseg` CLI installed next to the Python running Snakemake, also when
+# the environment is not activated (e.g. `.venv/bin/snakemake`).
+os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
 
 R = config["results"]
 BENCH = config["benchmark"]
@@ -75,3 +85,29 @@ def weights_value(model):
 
 def cells():
     return [(m, k, d) for m in BENCH["models"] for k in BENCH["methods"] for d in BENCH["datasets"]]
+
+
+def standin_settings(model):
+    s = config["models"][model]["standin"]
+    keys = ("arch", "vocabulary", "epochs", "batch_size", "lr", "min_grounding_gap")
+    return as_json({**{k: s[k] for k in keys if k in s}, "seed": config["seed"], "device": config["device"]})
+
+
+def cell_settings(w):
+    tuning = config.get("tuning", {})
+    method_cfg = config["methods"].get(w.method, {})
+    return as_json(
+        {
+            "model": w.model,
+            "method": w.method,
+            "dataset": w.dataset,
+            "weights": weights_value(w.model),
+            "prompt_key": config["prompt"],
+            "seed": config["seed"],
+            "device": config["device"],
+            "search": method_cfg.get("search", {}),
+            "fixed": method_cfg.get("fixed", {}),
+            "training": config.get("training", {}),
+            **tuning,
+        }
+    )

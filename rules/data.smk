@@ -8,6 +8,8 @@ rule synth:
         settings=lambda w: as_json(
             {**config["datasets"][w.dataset]["synthetic"], "image_size": config["models"][BENCH["models"][0]]["image_size"]}
         ),
+    conda:
+        "../envs/tunevlseg.yaml"
     log:
         f"{R}/logs/synth/{{dataset}}.log",
     shell:
@@ -27,6 +29,8 @@ rule prepare:
             }
         ),
     threads: 2
+    conda:
+        "../envs/tunevlseg.yaml"
     log:
         f"{R}/logs/prepare/{{dataset}}_{{size}}.log",
     shell:

@@ -1,0 +1,40 @@
+"""The CLI turns bad input into one clear line naming the file, and writes nothing half-done."""
+
+from __future__ import annotations
+
+import json
+
+from tunevlseg.cli import main
+
+
+def test_tune_with_missing_cache_names_it(tmp_path, tiny_model_dir, capsys):
+    settings = {"model": "clipseg", "method": "coop", "dataset": "x", "weights": str(tiny_model_dir)}
+    code = main(["tune", "--prepared", str(tmp_path / "nope"), "--out", str(tmp_path / "cell"),
+                 "--settings", json.dumps(settings)])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert str(tmp_path / "nope") in err and "manifest.csv" in err and "Traceback" not in err
+    assert not (tmp_path / "cell" / "best.json").exists()
+
+
+def test_missing_weights_folder_is_named(tmp_path, capsys):
+    from tunevlseg.models.clipseg import load_clipseg
+    import pytest
+
+    with pytest.raises(FileNotFoundError, match="no_such_model"):
+        load_clipseg(str(tmp_path / "no_such_model"))
+
+
+def test_aggregate_with_malformed_best_json_names_it(tmp_path, capsys):
+    bad = tmp_path / "best.json"
+    bad.write_text("{not json")
+    code = main(["aggregate", "--best", str(bad), "--trials", str(tmp_path / "t.csv"),
+                 "--tables", str(tmp_path / "tables" / "dice"), "--figures", str(tmp_path / "fig")])
+    assert code == 1
+    assert str(bad) in capsys.readouterr().err
+    assert not (tmp_path / "tables").exists() or not any((tmp_path / "tables").iterdir())
+
+
+def test_settings_must_be_a_json_object(tmp_path, capsys):
+    code = main(["prepare", "--raw", str(tmp_path), "--out", str(tmp_path / "o"), "--size", "32", "--settings", "[1]"])
+    assert code == 1 and "JSON object" in capsys.readouterr().err
