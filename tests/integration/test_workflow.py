@@ -136,33 +136,16 @@ def test_new_dataset_schedules_only_its_cells(demo_run):
     assert jobs["tune"] == n_methods
 
 
-def test_more_trials_resume_the_study(demo_run):
-    workdir, cfg = demo_run
-    cell = workdir / "results/cells/clipseg/coop/tissue"
-    before = {p.parent.name: p.stat().st_mtime_ns for p in (cell / "trials").glob("*/epochs.csv")}
-    changed = copy.deepcopy(cfg)
-    changed["tuning"]["n_trials"] = 3
-    write_config(workdir, changed)
-    try:
-        out = snakemake(workdir, str(cell.relative_to(workdir) / "best.json"))
-        assert out.returncode == 0, out.stderr[-4000:]
-    finally:
-        write_config(workdir, cfg)
-    trials = pd.read_csv(cell / "trials.csv")
-    assert sorted(trials["trial"]) == [0, 1, 2] and (trials["state"] == "COMPLETE").all()
-    after = {p.parent.name: p.stat().st_mtime_ns for p in (cell / "trials").glob("*/epochs.csv")}
-    assert {k: after[k] for k in before} == before  # finished trials were not redone
-
-
 def test_report_code_edit_reruns_only_aggregation(demo_run):
+    """An edit (new content, not just a newer mtime: Snakemake compares checksums) of report code."""
     workdir, _ = demo_run
     source = REPO / "src/tunevlseg/report/figures.py"
-    stat = source.stat()
-    future = stat.st_mtime_ns + 3_600 * 10**9
-    os.utime(source, ns=(future, future))
+    original, stat = source.read_bytes(), source.stat()
     try:
+        source.write_bytes(original + b"\n# edited by test_report_code_edit_reruns_only_aggregation\n")
         assert planned_jobs(workdir) == {"aggregate": 1, "all": 1}
     finally:
+        source.write_bytes(original)
         os.utime(source, ns=(stat.st_atime_ns, stat.st_mtime_ns))
 
 
@@ -182,3 +165,22 @@ def test_bad_config_fails_at_start_naming_the_key(tmp_path, edit, expected):
     for word in expected:
         assert word in text, (word, text[-2000:])
     assert not (tmp_path / "results").exists()
+
+
+# Last: it leaves the cell's recorded n_trials different from the config.
+def test_more_trials_resume_the_study(demo_run):
+    workdir, cfg = demo_run
+    cell = workdir / "results/cells/clipseg/coop/tissue"
+    before = {p.parent.name: p.stat().st_mtime_ns for p in (cell / "trials").glob("*/epochs.csv")}
+    changed = copy.deepcopy(cfg)
+    changed["tuning"]["n_trials"] = 3
+    write_config(workdir, changed)
+    try:
+        out = snakemake(workdir, str(cell.relative_to(workdir) / "best.json"))
+        assert out.returncode == 0, out.stderr[-4000:]
+    finally:
+        write_config(workdir, cfg)
+    trials = pd.read_csv(cell / "trials.csv")
+    assert sorted(trials["trial"]) == [0, 1, 2] and (trials["state"] == "COMPLETE").all()
+    after = {p.parent.name: p.stat().st_mtime_ns for p in (cell / "trials").glob("*/epochs.csv")}
+    assert {k: after[k] for k in before} == before  # finished trials were not redone
