@@ -22,7 +22,7 @@ from .data.cache import PreparedSplit
 from .jsonio import write_json
 from .models.clipseg import CLIPSegAdapter
 from .models.standin import build_standin, build_tokenizer, save_standin
-from .train.loop import TrainSettings, _loader, autocast_for, make_loss, pick_device
+from .train.loop import TrainSettings, make_loader, autocast_for, make_loss, pick_device
 from .train.metrics import dice_iou
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ def pretrain_standin(prepared_dir: Path, out_dir: Path, arch: dict, vocabulary: 
     settings = TrainSettings(lr=lr, batch_size=batch_size, epochs=epochs, seed=seed)
     loss_fn = make_loss(settings)
     optimizer = torch.optim.AdamW(adapter.parameters(), lr=lr, weight_decay=1e-4)
-    loader = _loader(train, batch_size, True, False, seed, 0)
+    loader = make_loader(train, batch_size, True, False, seed, 0)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=max(1, epochs * len(loader)))
     started = time.perf_counter()
     bar = tqdm(range(epochs), desc="pretrain stand-in")
@@ -92,7 +92,7 @@ def grounding_check(adapter, split: PreparedSplit, batch_size: int, device, seed
     shuffled = prompts[:]
     random.Random(seed).shuffle(shuffled)
     right, wrong = [], []
-    for batch in _loader(split, batch_size, False, False, 0, 0):
+    for batch in make_loader(split, batch_size, False, False, 0, 0):
         images, masks = batch["image"].to(device), batch["mask"].to(device) > 0.5
         idx = batch["index"].tolist()
         for texts, out in (([prompts[i] for i in idx], right), ([shuffled[i] for i in idx], wrong)):

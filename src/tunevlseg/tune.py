@@ -87,7 +87,11 @@ def load_adapter(spec: CellSpec) -> CLIPSegAdapter:
 
 
 def make_learner(spec: CellSpec, adapter, depth: int, hparams: dict):
-    """Build the cell's learner; CoOp-like learners start from ``init_text`` when it tokenises to n words."""
+    """Build the cell's learner; CoOp-like learners start from ``init_text`` when it tokenises to n words.
+
+    A searched depth beyond what the model has (e.g. 11 on a 4-layer stand-in) is clamped;
+    the depth actually used is what trials.csv records.
+    """
     cls = METHODS[spec.method]
     kwargs = dict(hparams)
     if "text" in cls.modalities and spec.init_text:
@@ -166,6 +170,9 @@ class CellRunner:
                            "epochs_run": result.epochs_run,
                            "duration_s": round(time.perf_counter() - started, 2)}.items():
             trial.set_user_attr(key, value)
+        log.info("%s trial %d: depth %d, lr %.2g -> val Dice %.3f, test Dice %.3f (%.0f s)", self.out_dir,
+                 trial.number, learner.depth, params["lr"], result.best_val_dice,
+                 trial.user_attrs["test_dice_mean"], trial.user_attrs["duration_s"])
         return result.last_val_loss if self.spec.objective == "last_val_loss" else result.best_val_dice
 
     def _zeroshot(self) -> pd.DataFrame:

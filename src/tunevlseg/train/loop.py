@@ -71,7 +71,8 @@ def make_loss(settings: TrainSettings) -> DiceCELoss:
     return DiceCELoss(sigmoid=True, lambda_dice=settings.lambda_dice, lambda_ce=settings.lambda_ce)
 
 
-def _loader(split: PreparedSplit, batch_size: int, shuffle: bool, augment: bool, seed: int, workers: int) -> DataLoader:
+def make_loader(split: PreparedSplit, batch_size: int, shuffle: bool, augment: bool, seed: int, workers: int) -> DataLoader:
+    """A DataLoader over a prepared split; shuffling and augmentation are seeded."""
     generator = torch.Generator().manual_seed(seed)
     dataset = SegmentationDataset(split, augment=augment, seed=seed)
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator, num_workers=workers)
@@ -103,7 +104,7 @@ def train_prompts(adapter, learner, train: PreparedSplit, val: PreparedSplit, se
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimizer, mode="min", factor=settings.plateau_factor, patience=settings.plateau_patience
     )
-    train_loader = _loader(train, settings.batch_size, True, True, settings.seed, settings.num_workers)
+    train_loader = make_loader(train, settings.batch_size, True, True, settings.seed, settings.num_workers)
     best, best_epoch, stale, history = -1.0, -1, 0, []
     epochs = tqdm(range(settings.epochs), desc=f"train {trial_dir.name}", disable=not settings.progress, leave=False)
     last_val_loss = float("nan")
@@ -163,7 +164,7 @@ def validate(adapter, learner, split: PreparedSplit, loss_fn, batch_size: int, d
     """Mean loss and mean per-image Dice at the cached resolution (used for model selection)."""
     learner.eval()
     losses, dices = [], []
-    for batch in _loader(split, batch_size, False, False, 0, 0):
+    for batch in make_loader(split, batch_size, False, False, 0, 0):
         images, masks = batch["image"].to(device), batch["mask"].to(device)
         text = adapter.tokenize(list(batch["prompt"]), learner.text_ctx)
         with autocast_for(device, amp):
@@ -189,7 +190,7 @@ def evaluate_test(adapter, learner, split: PreparedSplit, batch_size: int, devic
     adapter.to(device)
     learner.to(device).eval()
     rows = []
-    for batch in _loader(split, batch_size, False, False, 0, 0):
+    for batch in make_loader(split, batch_size, False, False, 0, 0):
         images = batch["image"].to(device)
         text = adapter.tokenize(list(batch["prompt"]), learner.text_ctx)
         with autocast_for(device, amp):
