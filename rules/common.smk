@@ -34,9 +34,10 @@ def _check_config():
         if method == "zeroshot":
             continue
         space = config["methods"].get(method, {}).get("search", {})
-        missing = [k for k in ("lr", "depth") if k not in space]
+        needed = ("lr",) if method == "finetune" else ("lr", "depth")
+        missing = [k for k in needed if k not in space]
         if missing:
-            raise WorkflowError(f"config: methods.{method}.search needs {missing} (tuned methods search lr and depth)")
+            raise WorkflowError(f"config: methods.{method}.search needs {missing} (prompt methods search lr and depth)")
         for key, spec in space.items():
             if "low" in spec and spec["low"] > spec["high"]:
                 raise WorkflowError(f"config: methods.{method}.search.{key}: low {spec['low']} > high {spec['high']}")
@@ -107,7 +108,7 @@ def cell_settings(w):
             "device": config["device"],
             "search": method_cfg.get("search", {}),
             "fixed": method_cfg.get("fixed", {}),
-            "training": config.get("training", {}),
+            "training": {**config.get("training", {}), **method_cfg.get("training", {})},
             **tuning,
         }
     )

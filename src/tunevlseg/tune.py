@@ -94,6 +94,8 @@ def make_learner(spec: CellSpec, adapter, depth: int, hparams: dict):
     """
     cls = METHODS[spec.method]
     kwargs = dict(hparams)
+    if spec.method == "finetune":
+        kwargs["model"] = adapter.model
     if "text" in cls.modalities and spec.init_text:
         kwargs["init_embeddings"] = adapter.token_embeddings_for(spec.init_text, spec.n_ctx)
     depth = min(depth, cls.max_depth(adapter.dims))
@@ -108,6 +110,7 @@ class CellRunner:
         self.out_dir = Path(out_dir)
         self.prepared_dir = Path(prepared_dir)
         self.splits = {s: PreparedSplit(self.prepared_dir, s, prompt_key=spec.prompt_key) for s in ("train", "val", "test")}
+        TrainSettings.from_dict(spec.training)  # fail now, not once per trial, on a bad key
         self.device = pick_device(spec.device)
         self.adapter = load_adapter(spec).to(self.device)
 
@@ -154,15 +157,17 @@ class CellRunner:
         hparams = {k: v for k, v in params.items() if k not in SEARCH_KEYS_NOT_METHOD | {"depth"}}
         seed = self.spec.seed * 1000 + trial.number
         trial.set_user_attr("seed", seed)
-        settings = TrainSettings(**{**self.spec.training, "lr": params["lr"],
-                                    "weight_decay": params.get("weight_decay", 0.0), "seed": seed})
-        learner = make_learner(self.spec, self.adapter, params.get("depth", 1), hparams)
+        settings = TrainSettings.from_dict({**self.spec.training, "lr": params["lr"],
+                                            "weight_decay": params.get("weight_decay", 0.0), "seed": seed})
+        # fine-tuning changes the weights: every trial starts from a freshly loaded model
+        adapter = load_adapter(self.spec).to(self.device) if self.spec.method == "finetune" else self.adapter
+        learner = make_learner(self.spec, adapter, params.get("depth", 1), hparams)
         trial.set_user_attr("depth", learner.depth)
         trial.set_user_attr("n_trainable", sum(p.numel() for p in learner.parameters()))
         trial_dir = self.out_dir / "trials" / f"{trial.number:03d}"
-        result = train_prompts(self.adapter, learner, self.splits["train"], self.splits["val"], settings,
+        result = train_prompts(adapter, learner, self.splits["train"], self.splits["val"], settings,
                                trial_dir, self.device)
-        rows = evaluate_test(self.adapter, learner, self.splits["test"], settings.batch_size, self.device,
+        rows = evaluate_test(adapter, learner, self.splits["test"], settings.batch_size, self.device,
                              settings.amp, checkpoint=trial_dir / "best.pt")
         write_csv(trial_dir / "test_metrics.csv", pd.DataFrame(rows))
         for key, value in {**summarize_rows(rows), "val_dice": result.best_val_dice,
@@ -178,7 +183,7 @@ class CellRunner:
     def _zeroshot(self) -> pd.DataFrame:
         started = time.perf_counter()
         learner = build_learner("zeroshot", self.adapter.dims, depth=0)
-        settings = TrainSettings(**self.spec.training)
+        settings = TrainSettings.from_dict(self.spec.training)
         val_loss, val_dice = validate(self.adapter, learner, self.splits["val"], make_loss(settings),
                                       settings.batch_size, self.device, settings.amp)
         rows = evaluate_test(self.adapter, learner, self.splits["test"], settings.batch_size, self.device, settings.amp)

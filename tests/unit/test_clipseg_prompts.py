@@ -25,7 +25,7 @@ def test_parameter_counts_match_formulas(depth):
 def test_depth_outside_model_range_is_refused():
     with pytest.raises(ValueError, match="depth 13 outside 1..12"):
         build_learner("coop", VIT_B16, 13)
-    with pytest.raises(KeyError, match="known: coop"):
+    with pytest.raises(KeyError, match=r"known: .*\bcoop\b"):
         build_learner("nope", VIT_B16, 1)
 
 

@@ -89,3 +89,30 @@ def test_search_space_types():
     assert params == {"lr": 0.002, "depth": 3, "h": 64}
     with pytest.raises(ValueError, match="unknown type"):
         tune.suggest(trial, {"lr": {"type": "uniform"}})
+
+
+def test_unknown_training_key_fails_before_any_trial(tiny_model_dir, prepared, tmp_path):
+    bad = spec(tiny_model_dir)
+    bad.training = {**bad.training, "epoch": 3}
+    with pytest.raises(ValueError, match=r"unknown training settings \['epoch'\]"):
+        CellRunner(bad, prepared, tmp_path)
+    assert not (tmp_path / "study.journal").exists()
+
+
+def test_finetune_trains_every_weight_from_fresh_weights(tiny_model_dir, prepared, tmp_path):
+    import torch
+
+    finetune = spec(tiny_model_dir, method="finetune", n_trials=2)
+    finetune.search = {"lr": SPACE["lr"]}
+    runner = CellRunner(finetune, prepared, tmp_path)
+    before = {k: v.clone() for k, v in runner.adapter.model.state_dict().items()}
+    n_weights = sum(p.numel() for p in runner.adapter.model.parameters())
+    runner.run()
+    trials = pd.read_csv(tmp_path / "trials.csv")
+    assert list(trials["state"]) == ["COMPLETE", "COMPLETE"]
+    assert (trials["n_trainable"] == n_weights).all() and (trials["depth"] == 0).all()
+    # the cell's own model is untouched: each trial trained a freshly loaded copy
+    after = runner.adapter.model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    saved = torch.load(tmp_path / "trials" / "000" / "best.pt", weights_only=True)
+    assert sum(v.numel() for v in saved.values()) == n_weights

@@ -197,6 +197,8 @@ class CLIPSegAdapter(nn.Module):
         if learner.uses_image_feature:
             activations, feature = self.encode_image(pixel_values, pooled=True)
             prompts = learner(feature)
+            if prompts.vision:
+                raise NotImplementedError("image-conditioned vision prompts would need a second vision pass")
         else:
             prompts = learner(None)
             activations, _ = self.encode_image(pixel_values, prompts.vision)

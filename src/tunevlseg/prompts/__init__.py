@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 from .base import ModelDims, Prompts, PromptLearner
+from .cocoop import CoCoOp
 from .coop import CoOp
+from .finetune import FineTune
+from .maple import MaPLe
+from .shared_attention import SharedAttention
+from .shared_separate import SharedSeparate
 from .vpt import VPT
 from .zeroshot import ZeroShot
 
@@ -11,6 +16,11 @@ METHODS: dict[str, type[PromptLearner]] = {
     "zeroshot": ZeroShot,
     "coop": CoOp,
     "vpt": VPT,
+    "cocoop": CoCoOp,
+    "maple": MaPLe,
+    "shared_attention": SharedAttention,
+    "shared_separate": SharedSeparate,
+    "finetune": FineTune,
 }
 
 

@@ -42,6 +42,15 @@ class TrainSettings:
     progress: bool = True
 
 
+    @classmethod
+    def from_dict(cls, values: dict) -> "TrainSettings":
+        """Settings from a config slice; unknown keys are an error naming the allowed ones."""
+        unknown = sorted(set(values) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise ValueError(f"unknown training settings {unknown}; allowed: {sorted(cls.__dataclass_fields__)}")
+        return cls(**values)
+
+
 @dataclass
 class TrainResult:
     """What a finished training run reports."""

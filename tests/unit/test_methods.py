@@ -1,0 +1,337 @@
+"""CoCoOp, MaPLe, Shared Separate, Shared Attention: parameter counts, gradients, depth semantics, method specifics."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+import yaml
+
+from tests.conftest import VIT_B16
+from tunevlseg.prompts import METHODS, build_learner
+from tunevlseg.prompts.maple import parse_coupling
+from tunevlseg.tune import suggest
+
+TEXTS = ["red disc.", "a blue disc", "polyp"]
+N = 4  # n_ctx
+NEW_METHODS = ("cocoop", "maple", "shared_separate", "shared_attention")
+# Small settings that work on the tiny stand-in (text 24 + vision 32 = 56 wide: 4 heads divide it).
+TINY_HPARAMS = {
+    "cocoop": dict(hidden=8),
+    "maple": dict(coupling="mlp8"),
+    "maple_linear": dict(coupling="linear"),
+    "shared_separate": dict(latent=8),
+    "shared_attention": dict(heads=4, dropout=0.0, ffn=40),
+}
+
+# The paper's search ranges for the method-specific hyper-parameters, in the config's format.
+PAPER_SPACES = yaml.safe_load("""
+cocoop:
+  hidden: {type: categorical, choices: [32, 64, 128]}
+maple:
+  coupling: {type: categorical, choices: [linear, mlp32, mlp64, mlp96]}
+shared_separate:
+  latent: {type: categorical, choices: [32, 64]}
+shared_attention:
+  heads: {type: categorical, choices: [16, 20, 32]}
+  dropout: {type: float, low: 0.1, high: 0.55}
+  ffn: {type: categorical, choices: [1280, 1420]}
+  norm_first: {type: categorical, choices: [true, false]}
+""")
+
+
+def _images(n=3, size=32, seed=0):
+    return torch.rand(n, 3, size, size, generator=torch.Generator().manual_seed(seed))
+
+
+def _count(method, depth, **hparams):
+    with torch.device("meta"):  # counts are structural: no need to initialise ~100M weights
+        learner = build_learner(method, VIT_B16, depth, **hparams)
+    return sum(p.numel() for p in learner.parameters())
+
+
+def _tiny(method_key, adapter, depth):
+    method = "maple" if method_key.startswith("maple") else method_key
+    return build_learner(method, adapter.dims, depth=depth, **TINY_HPARAMS[method_key])
+
+
+def _prompt_params(learner):
+    return learner.z if hasattr(learner, "z") else learner.ctx
+
+
+# ------------------------------------------------------------------ parameter counts
+def _shared_attention_count(ffn, d=1280):
+    return 4 * d + (3 * d * d + 3 * d) + (d * d + d) + (d * ffn + ffn) + (ffn * d + d) + 4 * d
+
+
+@pytest.mark.parametrize("depth", [1, 5, 11])
+def test_parameter_counts_match_formulas(depth):
+    for h in (32, 64, 128):
+        assert _count("cocoop", depth, hidden=h) == (2560 + 1025 * h) * depth, h
+    assert _count("maple", depth, coupling="linear") == (2048 + 393_984) * depth
+    for h in (32, 64, 96):
+        assert _count("maple", depth, coupling=f"mlp{h}") == (3584 + 1281 * h) * depth, h
+        assert _count("maple", depth, coupling="mlp", hidden=h) == (3584 + 1281 * h) * depth, h
+    for s in (32, 64):
+        assert _count("shared_separate", depth, latent=s) == (1284 * s + 1280) * depth, s
+    for ffn in (1280, 1420):
+        for heads in (16, 20, 32):
+            count = _count("shared_attention", depth, heads=heads, ffn=ffn, dropout=0.3, norm_first=heads == 20)
+            assert count == _shared_attention_count(ffn) * depth, (ffn, heads)
+
+
+def test_documented_example_counts():
+    assert _count("cocoop", 1, hidden=32) == 35_360
+    assert _count("shared_separate", 1, latent=64) == 83_456
+    assert _shared_attention_count(1280) == 6_570_240 + 2561 * 1280
+    cris = VIT_B16.__class__(text_width=1024 // 2, vision_width=None, image_feature_dim=1024, max_text_depth=12,
+                             max_vision_depth=0)
+    with torch.device("meta"):
+        learner = build_learner("cocoop", cris, 1, hidden=64)
+    assert sum(p.numel() for p in learner.parameters()) == 2560 + 1537 * 64
+
+
+def test_depth_is_validated_like_the_base_class():
+    for method in NEW_METHODS:
+        with pytest.raises(ValueError, match="depth 13 outside 1..12"):
+            _count(method, 13)
+        with pytest.raises(ValueError, match="depth 0 outside"):
+            _count(method, 0)
+    no_vision = VIT_B16.__class__(text_width=512, vision_width=None, image_feature_dim=1024, max_text_depth=12,
+                                  max_vision_depth=0)
+    for method in ("maple", "shared_separate", "shared_attention"):
+        with pytest.raises(ValueError):
+            build_learner(method, no_vision, 1)
+
+
+def test_decay_parameters_are_the_2d_weights_never_prompt_vectors():
+    expected_per_depth = {("cocoop", ()): 2, ("maple", ("linear",)): 1, ("maple", ("mlp32",)): 2,
+                          ("shared_separate", ()): 2, ("shared_attention", ()): 4}
+    for (method, coupling), per_depth in expected_per_depth.items():
+        kwargs = dict(coupling=coupling[0]) if coupling else {}
+        with torch.device("meta"):
+            learner = build_learner(method, VIT_B16, 3, **kwargs)
+        decay = learner.decay_parameters()
+        prompt_ids = {id(p) for p in _prompt_params(learner)}
+        assert len(decay) == per_depth * 3, method
+        assert all(p.dim() == 2 and id(p) not in prompt_ids for p in decay), method
+        named = dict(learner.named_parameters())
+        assert {id(p) for n, p in named.items() if n.endswith("weight") and p.dim() == 2} == {id(p) for p in decay}
+
+
+# ------------------------------------------------------------------ hyper-parameters
+def test_maple_coupling_parsing():
+    assert parse_coupling("linear") is None
+    assert parse_coupling("mlp64") == 64
+    assert parse_coupling("mlp", hidden=96) == 96
+    assert parse_coupling("mlp32", hidden=32) == 32
+    for bad in (dict(coupling="mlp"), dict(coupling="conv"), dict(coupling="linear", hidden=32),
+                dict(coupling="mlp32", hidden=64), dict(coupling="mlp0")):
+        with pytest.raises(ValueError):
+            parse_coupling(**bad)
+
+
+def test_shared_attention_refuses_heads_not_dividing_width():
+    with pytest.raises(ValueError, match="heads=24"):
+        _count("shared_attention", 1, heads=24)
+
+
+def test_paper_search_spaces_validate_and_build():
+    """The documented search spaces pass the config schema and every sampled point builds a learner."""
+    import jsonschema
+
+    schema = yaml.safe_load((Path(__file__).parents[2] / "workflow/schemas/config.schema.yaml").read_text())
+    methods_schema = {"$defs": schema["$defs"], **schema["properties"]["methods"]}
+    config = {m: {"search": {"lr": {"type": "float", "low": 0.001, "high": 0.01, "log": True},
+                             "depth": {"type": "int", "low": 1, "high": 12}, **space}}
+              for m, space in PAPER_SPACES.items()}
+    jsonschema.validate(config, methods_schema)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    for method, space in PAPER_SPACES.items():
+        for _ in range(4):
+            params = suggest(study.ask(), space)
+            with torch.device("meta"):
+                learner = build_learner(method, VIT_B16, 2, init_embeddings=None, **params)
+            assert learner.depth == 2
+
+
+def test_init_embeddings():
+    dims = VIT_B16
+    init = torch.randn(N, dims.text_width)
+    for method in ("cocoop", "maple"):
+        learner = build_learner(method, dims, 2, init_embeddings=init, **({"hidden": 32} if method == "cocoop" else {}))
+        torch.testing.assert_close(learner.ctx[0].detach(), init)
+        assert not torch.allclose(learner.ctx[1].detach(), init)
+    for method in ("shared_separate",):  # accepted and ignored
+        assert build_learner(method, dims, 1, init_embeddings=init).depth == 1
+
+
+def test_shared_separate_depths_are_initialised_independently():
+    learner = build_learner("shared_separate", VIT_B16, 3, latent=32)
+    for projs in (learner.text_proj, learner.vision_proj):
+        assert not torch.equal(projs[0].weight, projs[1].weight)
+        assert not torch.equal(projs[1].weight, projs[2].weight)
+
+
+# ------------------------------------------------------------------ gradients
+@pytest.mark.parametrize("method_key", ["cocoop", "maple", "maple_linear", "shared_separate", "shared_attention"])
+def test_gradients_reach_exactly_the_learner(tiny_adapter, method_key):
+    torch.manual_seed(0)
+    learner = _tiny(method_key, tiny_adapter, depth=2)
+    logits = tiny_adapter(_images(), tiny_adapter.tokenize(TEXTS, learner.text_ctx), learner)
+    logits.square().mean().backward()
+    for name, p in learner.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+    assert all(p.grad is None for p in tiny_adapter.parameters())
+
+
+# ------------------------------------------------------------------ depth semantics
+def _record(layers):
+    """Inputs and outputs of each layer, keyed by layer index."""
+    inputs, outputs, hooks = {}, {}, []
+    for k, layer in enumerate(layers):
+        hooks.append(layer.register_forward_pre_hook(
+            lambda m, args, k=k: inputs.__setitem__(k, args[0].detach().clone())))
+        hooks.append(layer.register_forward_hook(
+            lambda m, args, out, k=k: outputs.__setitem__(k, (out[0] if isinstance(out, tuple) else out).detach().clone())))
+    return inputs, outputs, hooks
+
+
+@pytest.mark.parametrize("method_key", ["cocoop", "maple", "shared_separate", "shared_attention"])
+@pytest.mark.parametrize("depth", [1, 2, 3])
+def test_depth_d_touches_exactly_layers_1_to_d(tiny_adapter, method_key, depth):
+    """Prompt k fills the slots on the input of layer k+1 (k >= 1), layers > d carry the previous output,
+    and changing prompt k first changes layer k+1 — in every modality the method prompts."""
+    torch.manual_seed(depth)
+    learner = _tiny(method_key, tiny_adapter, depth).eval()
+    images, text = _images(), tiny_adapter.tokenize(TEXTS, learner.text_ctx)
+    stacks = {}
+    if "text" in learner.modalities:
+        stacks["text"] = (tiny_adapter.model.clip.text_model.encoder.layers, slice(1, 1 + N))
+    if "vision" in learner.modalities:
+        stacks["vision"] = (tiny_adapter.model.clip.vision_model.encoder.layers[: tiny_adapter.dims.max_vision_depth],
+                            slice(-N, None))
+
+    def run():
+        recorded, hooks = {}, []
+        for mod, (layers, _) in stacks.items():
+            ins, outs, h = _record(layers)
+            recorded[mod] = (ins, outs)
+            hooks += h
+        with torch.no_grad():
+            tiny_adapter(images, text, learner)
+            feature = None
+            if learner.uses_image_feature:
+                _, feature = tiny_adapter.encode_image(tiny_adapter.normalize(images), pooled=True)
+            prompts = learner(feature)
+        for h in hooks:
+            h.remove()
+        return recorded, prompts
+
+    base, prompts = run()
+    for mod, (layers, slots) in stacks.items():
+        ins, outs = base[mod]
+        mod_prompts = getattr(prompts, mod)
+        assert len(mod_prompts) == depth and len(ins) == len(layers)
+        keep = torch.ones(ins[0].shape[1], dtype=torch.bool)
+        keep[slots] = False
+        for k in range(1, len(layers)):
+            if k < depth:  # slots hold exactly prompt k; the other tokens are layer k's output
+                torch.testing.assert_close(ins[k][:, slots], mod_prompts[k].expand(3, -1, -1))
+                torch.testing.assert_close(ins[k][:, keep], outs[k - 1][:, keep])
+                assert not torch.allclose(ins[k][:, slots], outs[k - 1][:, slots]), (mod, k)
+            else:  # layers beyond d: the previous layer's output, untouched
+                torch.testing.assert_close(ins[k], outs[k - 1], atol=0, rtol=0)
+
+    params = _prompt_params(learner)
+    for k in range(depth):
+        original = params[k].detach().clone()
+        with torch.no_grad():
+            params[k].add_(1.0)
+        changed, _ = run()
+        with torch.no_grad():
+            params[k].copy_(original)
+        for mod in stacks:
+            ins, _ = base[mod]
+            new_ins, _ = changed[mod]
+            first = min(j for j in new_ins if not torch.allclose(new_ins[j], ins[j]))
+            assert first == k, f"{mod}: prompt {k} first changed layer {first}"
+
+
+# ------------------------------------------------------------------ method specifics
+def test_shared_attention_tokens_attend_to_each_other():
+    dims = VIT_B16.__class__(text_width=24, vision_width=32, image_feature_dim=16, max_text_depth=3,
+                             max_vision_depth=3)
+    torch.manual_seed(0)
+    learner = build_learner("shared_attention", dims, 2, heads=4, dropout=0.3, ffn=40).eval()
+    for k in range(2):
+        layer, z = learner.layers[k], learner.z[k]
+        with torch.no_grad():
+            base = layer(z[None])
+            moved = z.clone()
+            moved[0] += 1.0
+            out = layer(moved[None])
+        assert not torch.allclose(out[0, 1:], base[0, 1:]), "other tokens did not see token 0"
+        # text and vision prompts are the two halves of that one output
+        with torch.no_grad():
+            prompts = learner(None)
+        torch.testing.assert_close(torch.cat([prompts.text[k], prompts.vision[k]], dim=-1), base)
+
+
+def test_shared_attention_runs_each_layer_once_for_both_modalities():
+    dims = VIT_B16.__class__(text_width=24, vision_width=32, image_feature_dim=16, max_text_depth=3,
+                             max_vision_depth=3)
+    learner = build_learner("shared_attention", dims, 3, heads=4, dropout=0.5, ffn=40).train()
+    calls = []
+    for layer in learner.layers:
+        layer.register_forward_hook(lambda m, a, out: calls.append(out))
+    prompts = learner(None)
+    assert len(calls) == 3
+    for k, out in enumerate(calls):  # with dropout on, the halves still come from the same draw
+        assert torch.equal(torch.cat([prompts.text[k], prompts.vision[k]], dim=-1), out)
+
+
+def test_cocoop_prompts_are_image_conditioned(tiny_adapter):
+    torch.manual_seed(0)
+    learner = build_learner("cocoop", tiny_adapter.dims, 2, hidden=8)
+    images = torch.cat([_images(1, seed=1), _images(1, seed=2)])
+    with torch.no_grad():
+        _, feature = tiny_adapter.encode_image(tiny_adapter.normalize(images), pooled=True)
+        prompts = learner(feature)
+    assert feature.shape == (2, tiny_adapter.dims.image_feature_dim)
+    for k, t in enumerate(prompts.text):
+        assert t.shape == (2, N, tiny_adapter.dims.text_width)
+        assert not torch.allclose(t[0], t[1]), k
+        shift = t - learner.ctx[k].detach()
+        torch.testing.assert_close(shift, shift[:, :1].expand_as(shift))  # same shift on all n tokens
+
+
+def test_cocoop_feature_normalisation():
+    dims = VIT_B16.__class__(text_width=24, vision_width=32, image_feature_dim=16, max_text_depth=3,
+                             max_vision_depth=3)
+    feature = torch.randn(2, 16, generator=torch.Generator().manual_seed(0))
+    torch.manual_seed(0)
+    normed = build_learner("cocoop", dims, 2, hidden=8)
+    torch.manual_seed(0)
+    raw = build_learner("cocoop", dims, 2, hidden=8, normalize_feature=False)
+    with torch.no_grad():
+        for a, b in zip(normed(feature).text, normed(3 * feature).text):
+            torch.testing.assert_close(a, b)
+        assert any(not torch.allclose(a, b) for a, b in zip(raw(feature).text, raw(3 * feature).text))
+
+
+def test_cocoop_requires_the_image_feature():
+    learner = build_learner("cocoop", VIT_B16, 1, hidden=32)
+    assert learner.uses_image_feature
+    with pytest.raises(ValueError, match="image feature"):
+        learner(None)
+
+
+def test_registry_matches_config_schema():
+    schema = yaml.safe_load((Path(__file__).parents[2] / "workflow/schemas/config.schema.yaml").read_text())
+    assert set(schema["properties"]["benchmark"]["properties"]["methods"]["items"]["enum"]) == set(METHODS)
+    assert set(schema["properties"]["methods"]["propertyNames"]["enum"]) == set(METHODS)
+    assert set(NEW_METHODS) <= set(METHODS)
