@@ -8,6 +8,8 @@ from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
+from tunevlseg.search_spaces import method_settings
+
 envvars:
     "PATH",
 
@@ -33,7 +35,7 @@ def _check_config():
     for method in BENCH["methods"]:
         if method == "zeroshot":
             continue
-        space = config["methods"].get(method, {}).get("search", {})
+        space = method_settings(method, config["methods"].get(method)).get("search", {})
         needed = ("lr",) if method == "finetune" else ("lr", "depth")
         missing = [k for k in needed if k not in space]
         if missing:
@@ -96,7 +98,7 @@ def standin_settings(model):
 
 def cell_settings(w):
     tuning = config.get("tuning", {})
-    method_cfg = config["methods"].get(w.method, {})
+    method_cfg = method_settings(w.method, config["methods"].get(w.method))
     return as_json(
         {
             "model": w.model,

@@ -1,11 +1,17 @@
-"""Training-step throughput per method on the demo stand-in, and the share of step time spent loading data.
+"""Training-step throughput per method on the demo stand-in, the share of step time spent loading
+data, and the peak memory of a training step.
 
 Prints figures; asserts nothing. Run: .venv/bin/python tests/bench/train_throughput.py [--steps 20]
+Each method runs in its own process so that its peak resident memory (CPU) or peak CUDA
+allocation (GPU) is its own.
 """
 
 from __future__ import annotations
 
 import argparse
+import resource
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -48,12 +54,15 @@ def time_steps(adapter, learner, loader, steps: int, model_step: bool) -> tuple[
     return time.perf_counter() - started, seen
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
-    args = parser.parse_args()
+def peak_memory_mb() -> float:
+    """Peak CUDA allocation when on GPU, else this process's peak resident set size."""
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_one(method: str, args) -> None:
+    """Time one method on a fresh synthetic cache and print one table row."""
     torch.set_num_threads(args.threads)
     cfg = yaml.safe_load((REPO / "config.yaml").read_text())["models"]["clipseg"]["standin"]
     tokenizer = build_tokenizer(cfg["vocabulary"])
@@ -63,18 +72,33 @@ def main() -> None:
         raw, prepared = Path(tmp) / "raw", Path(tmp) / "prepared"
         write_synthetic("tissue", raw, n=400, image_size=cfg["arch"]["image_size"], seed=0)
         prepare_dataset(raw, prepared, size=cfg["arch"]["image_size"])
-        split = PreparedSplit(prepared, "train")
-        loader = DataLoader(SegmentationDataset(split, augment=True), batch_size=args.batch_size, shuffle=True)
-        print(f"stand-in {cfg['arch']['image_size']} px, batch {args.batch_size}, {args.threads} threads, {args.steps} steps")
-        print(f"{'method':<12}{'images/s':>10}{'data share':>12}")
+        loader = DataLoader(SegmentationDataset(PreparedSplit(prepared, "train"), augment=True),
+                            batch_size=args.batch_size, shuffle=True)
         data_s, data_n = time_steps(adapter, build_learner("zeroshot", adapter.dims, 0), loader, args.steps, False)
-        for method in METHODS:
-            depth = 0 if method == "zeroshot" else 2
-            learner = build_learner(method, adapter.dims, depth)
-            time_steps(adapter, learner, loader, 2, True)  # warm-up
-            seconds, images = time_steps(adapter, learner, loader, args.steps, True)
-            share = (data_s / data_n) / (seconds / images)
-            print(f"{method:<12}{images / seconds:>10.1f}{share:>11.1%}")
+        kwargs = {"model": adapter.model} if method == "finetune" else {}
+        learner = build_learner(method, adapter.dims, 0 if method in ("zeroshot", "finetune") else 2, **kwargs)
+        time_steps(adapter, learner, loader, 2, True)  # warm-up
+        seconds, images = time_steps(adapter, learner, loader, args.steps, True)
+    share = (data_s / data_n) / (seconds / images)
+    n_params = sum(p.numel() for p in learner.parameters())
+    print(f"{method:<18}{images / seconds:>10.1f}{share:>12.1%}{peak_memory_mb():>12.0f}{n_params:>12,}", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--only", help="run one method in this process (used internally)")
+    args = parser.parse_args()
+    if args.only:
+        run_one(args.only, args)
+        return
+    print(f"demo stand-in, batch {args.batch_size}, {args.threads} threads, {args.steps} steps (depth 2)")
+    print(f"{'method':<18}{'images/s':>10}{'data share':>12}{'peak MB':>12}{'trainable':>12}", flush=True)
+    for method in METHODS:
+        subprocess.run([sys.executable, __file__, "--only", method, "--steps", str(args.steps),
+                        "--batch-size", str(args.batch_size), "--threads", str(args.threads)], check=True)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,37 @@
+"""The paper's Optuna search spaces (DESIGN.md §5): the default for any method the config leaves out.
+
+Plain data, no torch import, so the Snakefile can read it at start.
+"""
+
+from __future__ import annotations
+
+import copy
+
+_LR = {"type": "float", "low": 1e-5, "high": 5e-3, "log": True}
+_WD = {"type": "float", "low": 1e-5, "high": 1e-2, "log": True}
+_DEPTH = {"type": "int", "low": 1, "high": 11}
+
+PAPER_SEARCH_SPACES: dict[str, dict] = {
+    "coop": {"search": {"lr": _LR, "weight_decay": _WD, "depth": _DEPTH}},
+    "cocoop": {"search": {"lr": _LR, "weight_decay": _WD, "depth": _DEPTH,
+                          "hidden": {"type": "categorical", "choices": [32, 64, 128]}}},
+    "vpt": {"search": {"lr": _LR, "weight_decay": _WD, "depth": _DEPTH}},
+    "maple": {"search": {"lr": _LR, "weight_decay": _WD, "depth": _DEPTH,
+                         "coupling": {"type": "categorical", "choices": ["linear", "mlp32", "mlp64", "mlp96"]}}},
+    "shared_attention": {"search": {"lr": _LR, "weight_decay": _WD, "depth": _DEPTH,
+                                    "heads": {"type": "categorical", "choices": [16, 20, 32]},
+                                    "dropout": {"type": "float", "low": 0.1, "high": 0.55},
+                                    "ffn": {"type": "categorical", "choices": [1280, 1420]},
+                                    "norm_first": {"type": "categorical", "choices": [True, False]}}},
+    "shared_separate": {"search": {"lr": _LR, "weight_decay": _WD, "depth": _DEPTH,
+                                   "latent": {"type": "categorical", "choices": [32, 64]}}},
+    "finetune": {"search": {"lr": _LR, "weight_decay": _WD}, "training": {"epochs": 40}},
+    "zeroshot": {},
+}
+
+
+def method_settings(method: str, configured: dict | None) -> dict:
+    """The configured settings of ``method``, or the paper's when the config has none."""
+    if configured:
+        return configured
+    return copy.deepcopy(PAPER_SEARCH_SPACES.get(method, {}))
