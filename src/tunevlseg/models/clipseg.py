@@ -16,12 +16,11 @@ With no prompts the adapter reproduces the stock logits (tested to 1e-5).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 
 from ..prompts.base import ModelDims, Prompts, PromptLearner
+from .text_prompts import PromptTokenizer, TextBatch, first_eos, highest_id, insert_prompt, replace_prompt
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -47,15 +46,6 @@ def load_clipseg(name_or_dir: str):
     return model, tokenizer
 
 
-@dataclass
-class TextBatch:
-    """Tokenised prompts: ids, padding mask and the end-of-text position per row."""
-
-    input_ids: torch.Tensor
-    attention_mask: torch.Tensor
-    eot_index: torch.Tensor
-
-
 class CLIPSegAdapter(nn.Module):
     """Frozen CLIPSeg exposing per-layer prompt hooks for a ``PromptLearner``."""
 
@@ -68,7 +58,9 @@ class CLIPSegAdapter(nn.Module):
         cfg = model.config
         self.extract_layers = list(cfg.extract_layers)
         self.max_text_len = cfg.text_config.max_position_embeddings
-        self._token_cache: dict[tuple[str, int], tuple[list[int], int]] = {}
+        eos = cfg.text_config.eos_token_id
+        # legacy configs (CIDAS checkpoints, eos_token_id 2): the end token has the highest id
+        self.prompt_tokenizer = PromptTokenizer(tokenizer, self.max_text_len, highest_id if eos == 2 else first_eos(eos))
         self.dims = ModelDims(
             text_width=cfg.text_config.hidden_size,
             vision_width=cfg.vision_config.hidden_size,
@@ -84,43 +76,12 @@ class CLIPSegAdapter(nn.Module):
         return (images - self.mean) / self.std
 
     def tokenize(self, texts: list[str], n_ctx: int = 0) -> TextBatch:
-        """Tokenise prompts, truncated so that ``n_ctx`` context tokens still fit.
-
-        Truncation keeps the start and end tokens; the end-of-text index is that
-        of the *unprompted* sequence (the forward shifts it by ``n_ctx``).
-        """
-        rows = [self._tokens(t, n_ctx) for t in texts]
-        length = max(len(ids) for ids, _ in rows)
-        pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        input_ids = torch.full((len(rows), length), pad_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(rows), length), dtype=torch.long)
-        for i, (ids, _) in enumerate(rows):
-            input_ids[i, : len(ids)] = torch.tensor(ids)
-            attention_mask[i, : len(ids)] = 1
-        eot = torch.tensor([e for _, e in rows], dtype=torch.long)
-        return TextBatch(input_ids, attention_mask, eot)
-
-    def _tokens(self, text: str, n_ctx: int) -> tuple[list[int], int]:
-        key = (text, n_ctx)
-        if key not in self._token_cache:
-            ids = self.tokenizer(text, truncation=True, max_length=self.max_text_len - n_ctx)["input_ids"]
-            self._token_cache[key] = (ids, self._eot_position(ids))
-        return self._token_cache[key]
-
-    def _eot_position(self, ids: list[int]) -> int:
-        eos = self.model.config.text_config.eos_token_id
-        if eos == 2:  # legacy configs (CIDAS checkpoints): the end token has the highest id
-            return max(range(len(ids)), key=lambda i: ids[i])
-        return ids.index(eos) if eos in ids else len(ids) - 1
+        """Tokenise prompts, truncated so that ``n_ctx`` context tokens still fit (see ``PromptTokenizer``)."""
+        return self.prompt_tokenizer(texts, n_ctx)
 
     def token_embeddings_for(self, text: str, n_ctx: int) -> torch.Tensor | None:
-        """Embeddings of the words of ``text`` (no start/end token) if they are exactly ``n_ctx`` tokens."""
-        ids, eot = self._tokens(text, 0)
-        words = ids[1:eot]
-        if len(words) != n_ctx:
-            return None
-        emb = self.model.clip.text_model.embeddings.token_embedding
-        return emb.weight[torch.tensor(words, device=emb.weight.device)].detach().clone()
+        """Embeddings of the words of ``text`` if they are exactly ``n_ctx`` tokens (CoOp's init)."""
+        return self.prompt_tokenizer.word_embeddings(text, n_ctx, self.model.clip.text_model.embeddings.token_embedding)
 
     # ---------------------------------------------------------------- encoders
     def encode_text(self, text: TextBatch, prompts: list[torch.Tensor] | None = None) -> torch.Tensor:
@@ -138,16 +99,13 @@ class CLIPSegAdapter(nn.Module):
         n = 0
         if prompts:
             n = prompts[0].shape[-2]
-            ctx = prompts[0].to(x.dtype).expand(batch, -1, -1)
-            x = torch.cat([x[:, :1], ctx, x[:, 1:]], dim=1)
-            pad = torch.cat([pad[:, :1], pad.new_ones(batch, n), pad[:, 1:]], dim=1)
+            x, pad = insert_prompt(x, pad, prompts[0])
         length = x.shape[1]
         x = x + tm.embeddings.position_embedding(tm.embeddings.position_ids[:, :length])
         mask = _causal_padding_mask(pad, x.dtype)
         for k, layer in enumerate(tm.encoder.layers):
             if prompts and 0 < k < len(prompts):
-                deep = prompts[k].to(x.dtype).expand(batch, -1, -1)
-                x = torch.cat([x[:, :1], deep, x[:, 1 + n :]], dim=1)
+                x = replace_prompt(x, prompts[k])
             x = layer(x, mask)
         x = tm.final_layer_norm(x)
         pooled = x[torch.arange(batch, device=device), text.eot_index.to(device) + n]
