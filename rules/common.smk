@@ -96,8 +96,12 @@ def standin_settings(model):
     return as_json({**{k: s[k] for k in keys if k in s}, "seed": config["seed"], "device": config["device"]})
 
 
+# Tuning keys that shape how a cell runs, not its result: not part of the cell's params.
+RUN_ONLY_TUNING_KEYS = ("workers_per_cell", "storage")
+
+
 def cell_settings(w):
-    tuning = config.get("tuning", {})
+    tuning = {k: v for k, v in config.get("tuning", {}).items() if k not in RUN_ONLY_TUNING_KEYS}
     method_cfg = method_settings(w.method, config["methods"].get(w.method))
     return as_json(
         {

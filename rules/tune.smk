@@ -1,4 +1,7 @@
 # Models and tuning: the demo stand-in (when weights: standin), then one Optuna study per cell.
+# With tuning.workers_per_cell K > 1, K `tune_worker` jobs share the cell's study, then `tune`
+# (the same command without --worker) completes anything left and writes the cell's outputs.
+import shlex
 
 
 rule pretrain_standin:
@@ -19,10 +22,50 @@ rule pretrain_standin:
         "tunevlseg pretrain --prepared {input.prepared} --out {output} --settings {params.settings:q} > {log} 2>&1"
 
 
+def tune_workers(w):
+    """With tuning.workers_per_cell K > 1: the K worker markers a cell's finishing step waits for."""
+    k = config["tuning"].get("workers_per_cell", 1)
+    if k <= 1 or w.method == "zeroshot":
+        return []
+    return [f"{cell_dir(w.model, w.method, w.dataset)}/workers/{i}.json" for i in range(k)]
+
+
+def storage_arg(w):
+    url = config["tuning"].get("storage")
+    return f"--storage {shlex.quote(url)}" if url else ""
+
+
+# One of K parallel workers of a cell: runs trials of the shared study until the budget is
+# taken; writes no cell outputs (the `tune` job below does, after all K).
+rule tune_worker:
+    input:
+        prepared=lambda w: prepared_dir(w.dataset, model_size(w.model)),
+        weights=lambda w: weights_input(w.model),
+    output:
+        marker=f"{R}/cells/{{model}}/{{method}}/{{dataset}}/workers/{{worker}}.json",
+    wildcard_constraints:
+        worker=r"\d+",
+    params:
+        settings=cell_settings,
+        out=lambda w: cell_dir(w.model, w.method, w.dataset),
+        storage=storage_arg,
+    threads: 1
+    resources:
+        gpu=lambda w: 1 if config["device"] != "cpu" else 0,
+    conda:
+        "../envs/tunevlseg.yaml"
+    log:
+        f"{R}/logs/tune/{{model}}.{{method}}.{{dataset}}.worker{{worker}}.log",
+    shell:
+        "tunevlseg tune --prepared {input.prepared} --out {params.out} --threads {threads} --worker {wildcards.worker}"
+        " --marker {output.marker} {params.storage} --settings {params.settings:q} > {log} 2>&1"
+
+
 rule tune:
     input:
         prepared=lambda w: prepared_dir(w.dataset, model_size(w.model)),
         weights=lambda w: weights_input(w.model),
+        workers=tune_workers,
     output:
         trials=f"{R}/cells/{{model}}/{{method}}/{{dataset}}/trials.csv",
         best=f"{R}/cells/{{model}}/{{method}}/{{dataset}}/best.json",
@@ -30,6 +73,7 @@ rule tune:
     params:
         settings=cell_settings,
         out=lambda w, output: os.path.dirname(output.best),
+        storage=storage_arg,
     threads: 1
     resources:
         gpu=lambda w: 1 if config["device"] != "cpu" else 0,
@@ -39,4 +83,4 @@ rule tune:
         f"{R}/logs/tune/{{model}}.{{method}}.{{dataset}}.log",
     shell:
         "tunevlseg tune --prepared {input.prepared} --out {params.out} --threads {threads}"
-        " --settings {params.settings:q} > {log} 2>&1"
+        " {params.storage} --settings {params.settings:q} > {log} 2>&1"

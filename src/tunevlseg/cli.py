@@ -54,10 +54,20 @@ def cmd_tune(args) -> None:
 
     from .tune import CellRunner, CellSpec
 
+    from .jsonio import write_json
+    from .preempt import stop_on_signals
+
     if args.threads:
         torch.set_num_threads(args.threads)
     spec = CellSpec.from_dict(_settings(args.settings))
-    CellRunner(spec, Path(args.prepared), Path(args.out)).run()
+    if args.storage:
+        spec.storage = args.storage
+    with stop_on_signals():  # SIGTERM/SIGUSR1: stop after the current batch, state kept for the rerun
+        runner = CellRunner(spec, Path(args.prepared), Path(args.out))
+        frame = runner.run(write_outputs=args.worker is None)
+    if args.worker is not None and args.marker:
+        states = frame["state"].value_counts().to_dict()
+        write_json(Path(args.marker), {"worker": args.worker, "trials": states})
 
 
 def cmd_aggregate(args) -> None:
@@ -111,6 +121,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--settings", required=True)
+    p.add_argument("--worker", type=int, default=None,
+                   help="run as parallel worker I of the cell: trials only, no cell outputs")
+    p.add_argument("--marker", default=None, help="with --worker: JSON file written when the worker is done")
+    p.add_argument("--storage", default=None, help="Optuna storage URL (default: journal file in --out)")
     p.set_defaults(func=cmd_tune)
 
     p = sub.add_parser("aggregate", help="Dice tables and figures from finished cells")
@@ -131,8 +145,14 @@ def main(argv: list[str] | None = None) -> int:
     """Run the CLI; expected errors print one clear line instead of a traceback."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s")
+    from .preempt import Preempted
+
     try:
         args.func(args)
+    except Preempted as err:
+        print(f"tunevlseg {args.command}: {err}: the interrupted trial's state is saved; rerun to resume",
+              file=sys.stderr)
+        return 128 + err.signum
     except (FileNotFoundError, ValueError, KeyError, RuntimeError) as err:
         if args.verbose:
             raise

@@ -1,30 +1,49 @@
 """The Optuna study of one cell (model, method, dataset): resumable, failure-tolerant.
 
-The study lives in a journal file inside the cell folder. That file is *not* a
-declared Snakemake output, so it survives a failed or killed job: a rerun loads
-the study, fails trials left RUNNING by the dead process, and continues until
-``n_trials`` trials have completed.
+The study lives in a journal file inside the cell folder (or in the database given by
+``storage``). That file is *not* a declared Snakemake output, so it survives a failed or
+killed job: a rerun loads the study and continues until ``n_trials`` trials have completed.
+
+Several processes ("workers", ``tuning.workers_per_cell``) may run one study at once. Each
+trial is owned through an OS file lock on ``trials/NNN/owner.lock``, held while the trial
+runs; the kernel releases it when the process dies, however it dies. A trial left RUNNING
+whose lock is free was interrupted (kill -9, preemption, node failure): the next worker
+*adopts* it — same trial number, same parameters and seed — and training continues from the
+trial's last finished epoch (``resume.pt``). So a killed and rerun cell ends with the same
+trials and numbers as an uninterrupted one. A trial whose process died
+``max_trial_restarts`` times without a clean stop (a crash it causes itself, e.g. the kernel
+OOM killer) is marked FAIL and replaced. Study-level decisions (adopt, or start a new trial
+only while ``COMPLETE + RUNNING < n_trials``) are taken under ``study.lock``, so K workers
+together complete exactly ``n_trials`` trials.
+
+Sampling is seeded per trial: trial k is suggested by a TPE sampler seeded with ``seed + k``.
+Trial numbers are unique across workers, so parallel workers never share a seed, and a
+resumed study suggests what an uninterrupted one would have.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import optuna
 import pandas as pd
+import torch
+from filelock import FileLock, Timeout
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
 from .data.cache import PreparedSplit, manifest_hash
+from . import preempt
 from .jsonio import write_csv, write_json
 from .models.clipseg import CLIPSegAdapter, load_clipseg
 from .prompts import METHODS, build_learner
 from .provenance import environment
-from .train.loop import TrainSettings, evaluate_test, freeze, make_loss, pick_device, summarize_rows, train_prompts, validate
+from .train.loop import RESUME_FILE, TrainSettings, evaluate_test, freeze, make_loss, pick_device, summarize_rows, train_prompts, validate
 
 log = logging.getLogger(__name__)
 SEARCH_KEYS_NOT_METHOD = {"lr", "weight_decay"}
@@ -50,6 +69,8 @@ class CellSpec:
     fixed: dict = field(default_factory=dict)
     training: dict = field(default_factory=dict)
     device: str = "auto"
+    storage: str | None = None  # None: journal file in the cell folder; else an Optuna storage URL
+    max_trial_restarts: int = 2
 
     @classmethod
     def from_dict(cls, data: dict) -> "CellSpec":
@@ -115,41 +136,111 @@ class CellRunner:
         self.adapter = load_adapter(spec).to(self.device)
 
     # ------------------------------------------------------------------ study
-    def run(self) -> None:
-        """Run (or resume) the cell and write trials.csv, best.json and provenance.json."""
+    def run(self, write_outputs: bool = True) -> pd.DataFrame:
+        """Run (or resume) the cell; unless ``write_outputs`` is False (a parallel worker), write
+        trials.csv, best.json and provenance.json. Returns the trials table."""
         self.out_dir.mkdir(parents=True, exist_ok=True)
         if self.spec.method == "zeroshot":
             frame = self._zeroshot()
         else:
             frame = self._tune()
-        self._write_outputs(frame)
+        if write_outputs:
+            if self.spec.method != "zeroshot":
+                self._check_complete(frame)
+            self._write_outputs(frame)
+        return frame
+
+    def _check_complete(self, frame: pd.DataFrame) -> None:
+        running = frame[frame["state"] == "RUNNING"]
+        if len(running):  # only when another worker is still running them
+            raise RuntimeError(f"{self.out_dir}: trials {running['trial'].tolist()} are still RUNNING in another "
+                               "process; write the cell's outputs after every worker has finished")
 
     def _study(self) -> optuna.Study:
-        storage = JournalStorage(JournalFileBackend(str(self.out_dir / "study.journal")))
         direction = "minimize" if self.spec.objective == "last_val_loss" else "maximize"
         name = f"{self.spec.model}.{self.spec.method}.{self.spec.dataset}"
-        study = optuna.create_study(study_name=name, storage=storage, direction=direction, load_if_exists=True)
-        for stale in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            log.warning("trial %d was left RUNNING by an interrupted job: marking it FAIL", stale.number)
-            study.tell(stale.number, state=TrialState.FAIL)
-        # Re-seed from the history length so a resumed study does not replay earlier suggestions.
-        study.sampler = optuna.samplers.TPESampler(
-            seed=self.spec.seed + len(study.trials), multivariate=True, n_startup_trials=self.spec.n_startup_trials
-        )
+        study = optuna.create_study(study_name=name, storage=open_storage(self.spec.storage, self.out_dir),
+                                    direction=direction, load_if_exists=True)
+        self._reseed(study, 0)
         return study
 
+    def _reseed(self, study: optuna.Study, trial_number: int) -> None:
+        study.sampler = optuna.samplers.TPESampler(seed=self.spec.seed + trial_number, multivariate=True,
+                                                   n_startup_trials=self.spec.n_startup_trials)
+
     def _tune(self) -> pd.DataFrame:
+        """Run trials until the study has ``n_trials`` COMPLETE ones, or every remaining one is taken.
+
+        Returns when the budget is complete, or when the trials still missing are RUNNING in
+        other live workers (they finish them; the cell's finishing step then writes the outputs).
+        """
         study = self._study()
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         while True:
-            complete = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
-            failed = len(study.get_trials(deepcopy=False, states=(TrialState.FAIL,)))
-            if complete >= self.spec.n_trials:
-                break
-            if failed >= self.spec.max_failed_trials:
-                raise RuntimeError(f"{self.out_dir}: {failed} trials failed (max_failed_trials); see the log")
-            study.optimize(self._objective, n_trials=1, catch=(Exception,))
+            preempt.check()
+            with ExitStack() as owner:
+                with FileLock(self.out_dir / "study.lock"):
+                    trial = self._next_trial(study, owner)
+                if trial is None:
+                    break
+                self._run_trial(study, trial)
         return trials_frame(study, self.spec)
+
+    def _next_trial(self, study: optuna.Study, owner: ExitStack) -> optuna.Trial | None:
+        """Under the study lock: adopt an interrupted trial, or start a new one if the budget allows."""
+        trials = study.get_trials(deepcopy=False)
+        complete = sum(t.state == TrialState.COMPLETE for t in trials)
+        failed = sum(t.state == TrialState.FAIL for t in trials)
+        if complete >= self.spec.n_trials:
+            return None
+        if failed >= self.spec.max_failed_trials:
+            raise RuntimeError(f"{self.out_dir}: {failed} trials failed (max_failed_trials); see the log")
+        running = [t for t in trials if t.state == TrialState.RUNNING]
+        for frozen in running:
+            lock = self._owner_lock(frozen.number)
+            try:
+                lock.acquire(timeout=0)
+            except Timeout:
+                continue  # a live worker runs it
+            owner.callback(lock.release)
+            crashes = frozen.user_attrs.get("crashes", 0) + (0 if frozen.user_attrs.get("preempted") else 1)
+            if crashes > self.spec.max_trial_restarts:
+                log.warning("trial %d: its process died %d times; marking it FAIL", frozen.number, crashes)
+                study.tell(frozen.number, state=TrialState.FAIL)
+                return self._next_trial(study, owner)
+            log.warning("trial %d was interrupted: resuming it (same parameters and seed)", frozen.number)
+            self._reseed(study, frozen.number)
+            trial = optuna.Trial(study, frozen._trial_id)
+            trial.set_user_attr("crashes", crashes)
+            trial.set_user_attr("preempted", False)
+            return trial
+        if complete + len(running) >= self.spec.n_trials:
+            return None
+        self._reseed(study, len(trials))
+        trial = study.ask()
+        lock = self._owner_lock(trial.number)
+        lock.acquire(timeout=0)
+        owner.callback(lock.release)
+        return trial
+
+    def _owner_lock(self, number: int) -> FileLock:
+        path = self.out_dir / "trials" / f"{number:03d}" / "owner.lock"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return FileLock(path)
+
+    def _run_trial(self, study: optuna.Study, trial: optuna.Trial) -> None:
+        """Run one trial and record it: COMPLETE with its value, FAIL on an error; a stop signal leaves it RUNNING."""
+        try:
+            value = self._objective(trial)
+        except preempt.Preempted:
+            trial.set_user_attr("preempted", True)
+            raise
+        except Exception as err:  # a failed trial (NaN loss, OOM, ...) is recorded; the study goes on
+            log.warning("%s trial %d failed: %s: %s", self.out_dir, trial.number, type(err).__name__, err)
+            study.tell(trial, state=TrialState.FAIL)
+        else:
+            study.tell(trial, value)
+        (self.out_dir / "trials" / f"{trial.number:03d}" / RESUME_FILE).unlink(missing_ok=True)
 
     def _objective(self, trial: optuna.Trial) -> float:
         started = time.perf_counter()
@@ -157,6 +248,7 @@ class CellRunner:
         hparams = {k: v for k, v in params.items() if k not in SEARCH_KEYS_NOT_METHOD | {"depth"}}
         seed = self.spec.seed * 1000 + trial.number
         trial.set_user_attr("seed", seed)
+        torch.manual_seed(seed)  # the learner's initialisation depends only on the trial
         settings = TrainSettings.from_dict({**self.spec.training, "lr": params["lr"],
                                             "weight_decay": params.get("weight_decay", 0.0), "seed": seed})
         # fine-tuning changes the weights: every trial starts from a freshly loaded model
@@ -215,6 +307,24 @@ class CellRunner:
         write_csv(self.out_dir / "trials.csv", frame)
         write_json(self.out_dir / "provenance.json", provenance)
         write_json(self.out_dir / "best.json", _plain(best_json))
+
+
+def open_storage(url: str | None, cell_dir: Path):
+    """The study's storage: a journal file in the cell folder by default, else an Optuna storage URL.
+
+    A journal file is safe for several processes on one host (and on shared file systems
+    with working locks); for workers on many nodes use an RDB URL (``postgresql://...``,
+    ``mysql://...``) or ``grpc://host:port`` for Optuna's gRPC storage proxy. SQLite must
+    not be shared by parallel workers.
+    """
+    if url is None:
+        return JournalStorage(JournalFileBackend(str(Path(cell_dir) / "study.journal")))
+    if url.startswith("grpc://"):
+        from optuna.storages import GrpcStorageProxy
+
+        host, _, port = url[len("grpc://"):].partition(":")
+        return GrpcStorageProxy(host=host, port=int(port or 13000))
+    return optuna.storages.RDBStorage(url)
 
 
 def trials_frame(study: optuna.Study, spec: CellSpec) -> pd.DataFrame:

@@ -62,15 +62,47 @@ def test_too_many_failures_stop_the_cell_with_a_clear_error(tiny_model_dir, prep
     assert not (tmp_path / "best.json").exists()
 
 
-def test_resume_fails_stale_running_trial_and_completes_the_budget(tiny_model_dir, prepared, tmp_path):
+def test_resume_adopts_interrupted_trial_and_completes_the_budget(tiny_model_dir, prepared, tmp_path):
     runner = CellRunner(spec(tiny_model_dir, n_trials=1), prepared, tmp_path)
     runner.run()
-    study = runner._study()
-    study.ask()  # a trial a killed job left RUNNING
+    first = (tmp_path / "trials" / "000" / "epochs.csv").stat().st_mtime_ns
+    runner._study().ask()  # a trial a killed job left RUNNING (its owner lock is free)
     CellRunner(spec(tiny_model_dir, n_trials=2), prepared, tmp_path).run()
     trials = pd.read_csv(tmp_path / "trials.csv")
-    assert list(trials["state"]) == ["COMPLETE", "FAIL", "COMPLETE"]
-    assert (tmp_path / "trials" / "000" / "best.pt").exists() and not (tmp_path / "trials" / "001").exists()
+    assert list(trials["trial"]) == [0, 1] and list(trials["state"]) == ["COMPLETE", "COMPLETE"]
+    assert list(trials["seed"]) == [0, 1]
+    assert (tmp_path / "trials" / "001" / "best.pt").exists()
+    assert not (tmp_path / "trials" / "001" / "resume.pt").exists()  # removed once the trial is recorded
+    assert (tmp_path / "trials" / "000" / "epochs.csv").stat().st_mtime_ns == first  # not trained again
+
+
+def test_a_trial_whose_process_keeps_dying_is_failed_and_replaced(tiny_model_dir, prepared, tmp_path):
+    runner = CellRunner(spec(tiny_model_dir, n_trials=1), prepared, tmp_path)
+    study = runner._study()
+    crashed = study.ask()
+    crashed.set_user_attr("crashes", runner.spec.max_trial_restarts)  # one more death is one too many
+    runner.run()
+    trials = pd.read_csv(tmp_path / "trials.csv")
+    assert list(trials["state"]) == ["FAIL", "COMPLETE"]
+
+
+def test_live_workers_trials_count_against_the_budget(tiny_model_dir, prepared, tmp_path):
+    """A RUNNING trial whose owner lock is held (a live worker) is neither adopted nor duplicated."""
+    from contextlib import ExitStack
+
+    runner = CellRunner(spec(tiny_model_dir, n_trials=2), prepared, tmp_path)
+    study = runner._study()
+    other = study.ask()
+    with runner._owner_lock(other.number):  # held by "another worker"
+        with ExitStack() as owner:
+            mine = runner._next_trial(study, owner)
+            assert mine is not None and mine.number == 1  # the budget has room for one more
+            with ExitStack() as owner2:
+                assert runner._next_trial(study, owner2) is None  # 0 complete + 2 running = n_trials
+    # the other worker died: its trial is free and gets adopted, not replaced
+    with ExitStack() as owner:
+        adopted = runner._next_trial(study, owner)
+        assert adopted.number in (0, 1)
 
 
 def test_zeroshot_cell_has_one_row_and_no_training(tiny_model_dir, prepared, tmp_path):

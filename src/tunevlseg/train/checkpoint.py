@@ -30,3 +30,45 @@ def load_trainable(module: nn.Module, path: Path) -> None:
     with torch.no_grad():
         for name, value in state.items():
             params[name].copy_(value)
+
+
+def save_resume_state(path: Path, progress: dict, module: nn.Module, optimizer, scheduler,
+                      generator: torch.Generator) -> None:
+    """Atomically save everything needed to continue training after the last finished epoch.
+
+    ``progress`` holds plain values (epoch counters, best score, history rows). Trainable
+    parameters, optimizer and scheduler states and the RNG states (global torch, CUDA, the
+    training loader's shuffling generator) are saved with it.
+    """
+    state = dict(
+        progress=progress,
+        params={k: v.detach().cpu() for k, v in module.named_parameters() if v.requires_grad},
+        optimizer=optimizer.state_dict(),
+        scheduler=scheduler.state_dict(),
+        rng_torch=torch.get_rng_state(),
+        rng_cuda=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        rng_loader=generator.get_state(),
+    )
+    with atomic_write(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_resume_state(path: Path, module: nn.Module, optimizer, scheduler, generator: torch.Generator,
+                      device: torch.device) -> dict:
+    """Restore a state written by :func:`save_resume_state` into the given objects; return ``progress``."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    params = {k: v for k, v in module.named_parameters() if v.requires_grad}
+    if set(state["params"]) != set(params):
+        raise ValueError(f"{path}: the saved state does not match this trial's learner "
+                         f"(missing {sorted(set(params) - set(state['params']))[:5]}, "
+                         f"unexpected {sorted(set(state['params']) - set(params))[:5]})")
+    with torch.no_grad():
+        for name, value in state["params"].items():
+            params[name].copy_(value.to(device))
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["rng_torch"])
+    if state["rng_cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["rng_cuda"])
+    generator.set_state(state["rng_loader"])
+    return state["progress"]

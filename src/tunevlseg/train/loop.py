@@ -14,8 +14,9 @@ from monai.losses import DiceCELoss
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from .. import preempt
 from ..data.cache import PreparedSplit, SegmentationDataset
-from .checkpoint import load_trainable, save_trainable
+from .checkpoint import load_resume_state, load_trainable, save_resume_state, save_trainable
 from .metrics import dice_iou, logits_to_mask, summarize
 
 
@@ -93,12 +94,22 @@ def freeze(model: torch.nn.Module) -> None:
     model.eval()
 
 
+RESUME_FILE = "resume.pt"
+
+
 def train_prompts(adapter, learner, train: PreparedSplit, val: PreparedSplit, settings: TrainSettings,
                   trial_dir: Path, device: torch.device | None = None) -> TrainResult:
     """Train ``learner`` on ``train`` with the frozen ``adapter``; keep the best validation checkpoint.
 
     Writes ``epochs.csv`` (one row per epoch) and ``best.pt`` (trainable
     parameters only) in ``trial_dir``. Raises ``TrialFailed`` on a non-finite loss.
+
+    After every epoch the whole training state (trainable parameters, optimizer, scheduler,
+    early-stopping counters, history, RNG states) is saved atomically to ``resume.pt``; when
+    that file exists, training continues after its last epoch, and a run that had finished
+    returns its result without training again. A resumed run gives the same result as an
+    uninterrupted one (on CPU; bit-exact up to non-deterministic GPU kernels). A stop signal
+    (:mod:`tunevlseg.preempt`) raises ``Preempted`` after the current batch.
     """
     device = device or pick_device()
     trial_dir = Path(trial_dir)
@@ -114,29 +125,39 @@ def train_prompts(adapter, learner, train: PreparedSplit, val: PreparedSplit, se
         optimizer, mode="min", factor=settings.plateau_factor, patience=settings.plateau_patience
     )
     train_loader = make_loader(train, settings.batch_size, True, True, settings.seed, settings.num_workers)
-    best, best_epoch, stale, history = -1.0, -1, 0, []
-    epochs = tqdm(range(settings.epochs), desc=f"train {trial_dir.name}", disable=not settings.progress, leave=False)
-    last_val_loss = float("nan")
-    for epoch in epochs:
+    progress = dict(best=-1.0, best_epoch=-1, stale=0, history=[], last_val_loss=float("nan"), next_epoch=0,
+                    done=False)
+    resume_path = trial_dir / RESUME_FILE
+    if resume_path.is_file():
+        progress = load_resume_state(resume_path, learner, optimizer, scheduler, train_loader.generator, device)
+        if progress["history"]:  # epochs.csv may be older than the state when the kill came in between
+            _write_history(progress["history"], trial_dir / "epochs.csv")
+    history = progress["history"]
+    epochs = tqdm(range(progress["next_epoch"], settings.epochs), desc=f"train {trial_dir.name}",
+                  disable=not settings.progress or progress["done"], leave=False)
+    for epoch in ([] if progress["done"] else epochs):
         started = time.perf_counter()
         train_loader.dataset.set_epoch(epoch)
         train_loss = _train_epoch(adapter, learner, train_loader, loss_fn, optimizer, device, settings)
         val_loss, val_dice = validate(adapter, learner, val, loss_fn, settings.batch_size, device, settings.amp)
-        last_val_loss = val_loss
+        progress["last_val_loss"] = val_loss
         scheduler.step(val_loss)
         row = dict(epoch=epoch, train_loss=train_loss, val_loss=val_loss, val_dice=val_dice,
                    lr=optimizer.param_groups[0]["lr"], seconds=round(time.perf_counter() - started, 3))
         history.append(row)
-        if val_dice > best:
-            best, best_epoch, stale = val_dice, epoch, 0
+        if val_dice > progress["best"]:
+            progress.update(best=val_dice, best_epoch=epoch, stale=0)
             save_trainable(learner, trial_dir / "best.pt")
         else:
-            stale += 1
-        epochs.set_postfix(loss=f"{train_loss:.3f}", val_dice=f"{val_dice:.3f}", best=f"{best:.3f}")
+            progress["stale"] += 1
+        epochs.set_postfix(loss=f"{train_loss:.3f}", val_dice=f"{val_dice:.3f}", best=f"{progress['best']:.3f}")
         _write_history(history, trial_dir / "epochs.csv")
-        if stale >= settings.early_stopping_patience:
+        progress["next_epoch"] = epoch + 1
+        progress["done"] = progress["stale"] >= settings.early_stopping_patience or epoch + 1 >= settings.epochs
+        save_resume_state(resume_path, progress, learner, optimizer, scheduler, train_loader.generator)
+        if progress["done"]:
             break
-    return TrainResult(best, best_epoch, last_val_loss, len(history), history)
+    return TrainResult(progress["best"], progress["best_epoch"], progress["last_val_loss"], len(history), history)
 
 
 def _optimizer(learner, settings: TrainSettings) -> torch.optim.Optimizer:
@@ -163,6 +184,7 @@ def _train_epoch(adapter, learner, loader, loss_fn, optimizer, device, settings)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        preempt.check()  # after a whole step: the state of the last finished epoch is on disk
         total += loss.item() * images.shape[0]
         count += images.shape[0]
     return total / max(count, 1)
