@@ -67,7 +67,7 @@ def cmd_tune(args) -> None:
         frame = runner.run(write_outputs=args.worker is None)
     if args.worker is not None and args.marker:
         states = frame["state"].value_counts().to_dict()
-        write_json(Path(args.marker), {"worker": args.worker, "trials": states})
+        write_json(Path(args.marker), {"worker": args.worker, "ran": runner.ran, "study": states})
 
 
 def cmd_aggregate(args) -> None:

@@ -134,6 +134,7 @@ class CellRunner:
         TrainSettings.from_dict(spec.training)  # fail now, not once per trial, on a bad key
         self.device = pick_device(spec.device)
         self.adapter = load_adapter(spec).to(self.device)
+        self.ran: list[int] = []  # numbers of the trials this process finished (COMPLETE or FAIL)
 
     # ------------------------------------------------------------------ study
     def run(self, write_outputs: bool = True) -> pd.DataFrame:
@@ -240,6 +241,7 @@ class CellRunner:
             study.tell(trial, state=TrialState.FAIL)
         else:
             study.tell(trial, value)
+        self.ran.append(trial.number)
         (self.out_dir / "trials" / f"{trial.number:03d}" / RESUME_FILE).unlink(missing_ok=True)
 
     def _objective(self, trial: optuna.Trial) -> float:

@@ -40,6 +40,7 @@ if [[ -s $STATE/pids ]]; then
   echo "start_slurm.sh: $STATE/pids exists: stop that cluster first (tests/slurm/stop_slurm.sh $STATE)" >&2
   exit 1
 fi
+rm -rf "$STATE"/{ctld,spool}  # a fresh cluster: no jobs from an earlier run
 mkdir -p "$STATE"/{ctld,spool,munge,run}
 chmod 755 "$STATE/munge"
 : > "$STATE/pids"
@@ -102,7 +103,7 @@ NodeName=localhost Name=gpu File=$STATE/fakegpu[0-1]
 EOF
 unset SLURM_CONF
 
-slurmctld -D -i >> "$STATE/slurmctld.out" 2>&1 &
+slurmctld -D -c >> "$STATE/slurmctld.out" 2>&1 &
 echo "slurmctld $!" >> "$STATE/pids"
 slurmd -D -N localhost >> "$STATE/slurmd.out" 2>&1 &
 echo "slurmd $!" >> "$STATE/pids"

@@ -6,6 +6,7 @@ Needs a reachable SLURM with a GPU GRES (tests/slurm/start_slurm.sh starts a one
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -44,18 +45,19 @@ pytestmark = pytest.mark.skipif(_slurm_problem() is not None, reason=str(_slurm_
 
 
 def slurm_config() -> dict:
-    """The reduced demo shrunk to one dataset and two cells; one cell split over two workers."""
+    """The reduced demo shrunk to one dataset and two cells; the coop cell split over two workers."""
     cfg = reduced_config()
     cfg["benchmark"].update(methods=["zeroshot", "coop"], datasets=["tissue"])
-    cfg["tuning"]["n_trials"] = 2
+    cfg["tuning"].update(n_trials=3, workers_per_cell=2)
     return cfg
 
 
 # The profile's sizes are for a real cluster; the test node has 2 CPUs and a few GB.
 SMALL_NODE = ["--default-resources", "mem_mb=1000", "runtime=30", "cpus_per_task=1",
               "--set-resources", "tune:gpu=1", "tune:mem_mb=2000", "tune:cpus_per_task=1",
+              "tune_worker:gpu=1", "tune_worker:mem_mb=2000", "tune_worker:cpus_per_task=1",
               "pretrain_standin:gpu=1", "pretrain_standin:mem_mb=2000", "pretrain_standin:cpus_per_task=1",
-              "--set-threads", "tune=1", "prepare=1", "pretrain_standin=1"]
+              "--set-threads", "tune=1", "tune_worker=1", "prepare=1", "pretrain_standin=1"]
 
 
 def run_snakemake(workdir: Path, *args: str, timeout: int = TIMEOUT) -> subprocess.CompletedProcess:
@@ -95,6 +97,7 @@ def test_every_job_went_through_slurm_with_its_resources(slurm_run):
     logs = slurm_logs(workdir)
     n_cells = len(cfg["benchmark"]["methods"]) * len(cfg["benchmark"]["datasets"])
     assert len(logs.get("tune", [])) == n_cells
+    assert len(logs.get("tune_worker", [])) == cfg["tuning"]["workers_per_cell"]  # coop only; zeroshot has no study
     assert len(logs.get("pretrain_standin", [])) == 1 and len(logs.get("aggregate", [])) == 1
     assert len(logs.get("synth", [])) == 2 and len(logs.get("prepare", [])) == 2  # shapes + tissue
     for rule, paths in logs.items():
@@ -105,10 +108,10 @@ def test_every_job_went_through_slurm_with_its_resources(slurm_run):
             info = subprocess.run(["scontrol", "show", "job", job_id.group(1)], capture_output=True, text=True)
             assert info.returncode == 0, info.stderr
             assert "JobState=COMPLETED" in info.stdout, (rule, info.stdout[:500])
-            if rule in ("tune", "pretrain_standin"):
-                assert re.search(r"TRES=.*gres/gpu=1", info.stdout), (rule, info.stdout)
+            if rule in ("tune", "tune_worker", "pretrain_standin"):
+                assert "TresPerJob=gres:gpu:1" in info.stdout, (rule, info.stdout)
             else:
-                assert "gres/gpu" not in info.stdout, (rule, info.stdout)
+                assert "gpu" not in info.stdout, (rule, info.stdout)
 
 
 def test_table_is_complete(slurm_run):
@@ -116,5 +119,10 @@ def test_table_is_complete(slurm_run):
     table = pd.read_csv(workdir / "results/tables/dice.csv")
     assert len(table) == len(cfg["benchmark"]["methods"])
     assert table["tissue_mean"].notna().all() and table["tissue_mean"].between(0, 1).all()
-    trials = pd.read_csv(workdir / "results/cells/clipseg/coop/tissue/trials.csv")
-    assert (trials["state"] == "COMPLETE").sum() == cfg["tuning"]["n_trials"]
+    cell = workdir / "results/cells/clipseg/coop/tissue"
+    trials = pd.read_csv(cell / "trials.csv")
+    # two workers on two (fake) GPUs shared the study: exactly n_trials, all complete, distinct seeds
+    assert list(trials["state"]) == ["COMPLETE"] * cfg["tuning"]["n_trials"]
+    assert trials["seed"].is_unique
+    ran = [json.loads((cell / "workers" / f"{i}.json").read_text())["ran"] for i in range(2)]
+    assert sorted(ran[0] + ran[1]) == list(range(cfg["tuning"]["n_trials"]))
