@@ -42,24 +42,30 @@ def cmd_prepare(args) -> None:
 
 
 def cmd_pretrain(args) -> None:
+    opts = _settings(args.settings)
+    from .gpu_slots import claim_gpu
+
+    claim_gpu(opts.get("device", "auto"))
     from .pretrain import pretrain_standin
 
-    opts = _settings(args.settings)
     report = pretrain_standin(Path(args.prepared), Path(args.out), **opts)
     print(json.dumps(report, indent=1))
 
 
 def cmd_tune(args) -> None:
-    import torch
+    spec_values = _settings(args.settings)
+    from .gpu_slots import claim_gpu
 
-    from .tune import CellRunner, CellSpec
+    claim_gpu(spec_values.get("device", "auto"))  # before torch touches CUDA: one free GPU per job
+    import torch
 
     from .jsonio import write_json
     from .preempt import stop_on_signals
+    from .tune import CellRunner, CellSpec
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    spec = CellSpec.from_dict(_settings(args.settings))
+    spec = CellSpec.from_dict(spec_values)
     if args.storage:
         spec.storage = args.storage
     with stop_on_signals():  # SIGTERM/SIGUSR1: stop after the current batch, state kept for the rerun

@@ -24,6 +24,7 @@ resumed study suggests what an uninterrupted one would have.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -304,6 +305,7 @@ class CellRunner:
             )
         provenance = dict(cell=self.spec.__dict__, prepared_dir=str(self.prepared_dir),
                           manifest_sha256=manifest_hash(self.prepared_dir), device=str(self.device),
+                          cuda_visible_devices=os.environ.get("CUDA_VISIBLE_DEVICES"),
                           seeds=dict(study=self.spec.seed, trials=frame["seed"].dropna().astype(int).tolist()),
                           **environment())
         write_csv(self.out_dir / "trials.csv", frame)
