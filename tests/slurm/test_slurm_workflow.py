@@ -10,12 +10,17 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import time
 from pathlib import Path
 
+import optuna
 import pandas as pd
 import pytest
+import torch
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
 
 from tests.integration.test_workflow import REPO, SNAKEMAKE, reduced_config, write_config
 
@@ -49,6 +54,7 @@ def slurm_config() -> dict:
     cfg = reduced_config()
     cfg["benchmark"].update(methods=["zeroshot", "coop"], datasets=["tissue"])
     cfg["tuning"].update(n_trials=3, workers_per_cell=2)
+    cfg["training"].update(epochs=5, early_stopping_patience=5)  # long enough to be preempted mid-trial
     return cfg
 
 
@@ -67,19 +73,67 @@ def run_snakemake(workdir: Path, *args: str, timeout: int = TIMEOUT) -> subproce
     return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=workdir)
 
 
+def owner_job(lock: Path) -> str | None:
+    """The SLURM job id of the process holding ``lock`` open (workers hold their trial's owner.lock)."""
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if any(os.readlink(fd) == str(lock) for fd in (proc / "fd").iterdir()):
+                env = dict(kv.split(b"=", 1) for kv in (proc / "environ").read_bytes().split(b"\0") if b"=" in kv)
+                return env.get(b"SLURM_JOB_ID", b"").decode() or None
+        except OSError:
+            continue
+    return None
+
+
+def next_epoch(state: Path) -> int:
+    try:
+        return torch.load(state, weights_only=True)["progress"]["next_epoch"]
+    except Exception:  # noqa: BLE001 (absent, or read while being replaced)
+        return -1
+
+
+def preempt_one_worker(workdir: Path, epochs: int, proc: subprocess.Popen, timeout: float = 600) -> str:
+    """SIGTERM, like a preemption, the SLURM job of a worker mid-way through a trial; return the job id."""
+    trials = workdir / "results/cells/clipseg/coop/tissue/trials"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "snakemake ended before a worker could be preempted"
+        for state in sorted(trials.glob("*/resume.pt")):
+            if 1 <= next_epoch(state) <= epochs - 2:  # trained one epoch, at least two to go
+                job_id = owner_job(state.parent / "owner.lock")
+                if job_id:
+                    subprocess.run(["scancel", "--signal=TERM", job_id], check=True)
+                    return job_id
+        time.sleep(0.05)
+    raise AssertionError("no worker was caught mid-trial")
+
+
 @pytest.fixture(scope="module")
 def slurm_run(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("slurm_demo")
     cfg = slurm_config()
     write_config(workdir, cfg)
+    cmd = ["timeout", "-s", "INT", "-k", "30", str(TIMEOUT), str(SNAKEMAKE), "--snakefile",
+           str(REPO / "workflow" / "Snakefile"), "--directory", str(workdir),
+           "--executor", "slurm", "--workflow-profile", str(REPO / "workflow/profiles/slurm"),
+           "--slurm-status-command", "squeue", "--slurm-keep-successful-logs",
+           "--slurm-init-seconds-before-status-checks", "2", "--jobs", "4", *SMALL_NODE]
+    env = {**os.environ, "PATH": f"{SNAKEMAKE.parent}{os.pathsep}{os.environ['PATH']}"}
     started = time.perf_counter()
-    out = run_snakemake(workdir, "--executor", "slurm", "--workflow-profile", str(REPO / "workflow/profiles/slurm"),
-                        "--slurm-status-command", "squeue", "--slurm-keep-successful-logs",
-                        "--slurm-init-seconds-before-status-checks", "2", "--jobs", "4", *SMALL_NODE)
+    proc = subprocess.Popen(cmd, cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        preempted = preempt_one_worker(workdir, cfg["training"]["epochs"], proc)
+        stdout, stderr = proc.communicate(timeout=TIMEOUT + 60)
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            proc.wait(timeout=60)
     seconds = time.perf_counter() - started
-    assert out.returncode == 0, f"snakemake --executor slurm failed:\n{out.stdout[-3000:]}\n{out.stderr[-6000:]}"
+    assert proc.returncode == 0, f"snakemake --executor slurm failed:\n{stdout[-3000:]}\n{stderr[-6000:]}"
     print(f"SLURM run: {seconds:.1f} s wall")
-    return workdir, cfg, out
+    return workdir, cfg, preempted
 
 
 def slurm_logs(workdir: Path) -> dict[str, list[Path]]:
@@ -93,11 +147,12 @@ def slurm_logs(workdir: Path) -> dict[str, list[Path]]:
 
 
 def test_every_job_went_through_slurm_with_its_resources(slurm_run):
-    workdir, cfg, _ = slurm_run
+    workdir, cfg, preempted = slurm_run
     logs = slurm_logs(workdir)
     n_cells = len(cfg["benchmark"]["methods"]) * len(cfg["benchmark"]["datasets"])
     assert len(logs.get("tune", [])) == n_cells
-    assert len(logs.get("tune_worker", [])) == cfg["tuning"]["workers_per_cell"]  # coop only; zeroshot has no study
+    # coop only (zeroshot has no study): K workers + the retry of the preempted one
+    assert len(logs.get("tune_worker", [])) == cfg["tuning"]["workers_per_cell"] + 1
     assert len(logs.get("pretrain_standin", [])) == 1 and len(logs.get("aggregate", [])) == 1
     assert len(logs.get("synth", [])) == 2 and len(logs.get("prepare", [])) == 2  # shapes + tissue
     for rule, paths in logs.items():
@@ -107,11 +162,24 @@ def test_every_job_went_through_slurm_with_its_resources(slurm_run):
             # The controller still knows the finished job (MinJobAge), with what it was given.
             info = subprocess.run(["scontrol", "show", "job", job_id.group(1)], capture_output=True, text=True)
             assert info.returncode == 0, info.stderr
-            assert "JobState=COMPLETED" in info.stdout, (rule, info.stdout[:500])
+            state = "FAILED" if path.stem == preempted else "COMPLETED"
+            assert f"JobState={state}" in info.stdout, (rule, info.stdout[:500])
             if rule in ("tune", "tune_worker", "pretrain_standin"):
                 assert "TresPerJob=gres:gpu:1" in info.stdout, (rule, info.stdout)
             else:
                 assert "gpu" not in info.stdout, (rule, info.stdout)
+
+
+def test_preempted_worker_was_retried_and_resumed_its_trial(slurm_run):
+    workdir, cfg, preempted = slurm_run
+    failed_log = next(p for p in slurm_logs(workdir)["tune_worker"] if p.stem == preempted)
+    assert "Error in rule tune_worker" in failed_log.read_text()
+    cell = workdir / "results/cells/clipseg/coop/tissue"
+    storage = JournalStorage(JournalFileBackend(str(cell / "study.journal")))
+    trials = optuna.load_study(study_name="clipseg.coop.tissue", storage=storage).get_trials()
+    adopted = [t for t in trials if "crashes" in t.user_attrs]
+    assert len(adopted) == 1 and adopted[0].user_attrs["crashes"] == 0  # resumed after a clean stop
+    assert [t.state.name for t in trials] == ["COMPLETE"] * cfg["tuning"]["n_trials"]
 
 
 def test_table_is_complete(slurm_run):
