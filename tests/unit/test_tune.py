@@ -148,3 +148,14 @@ def test_finetune_trains_every_weight_from_fresh_weights(tiny_model_dir, prepare
     assert all(torch.equal(before[k], after[k]) for k in before)
     saved = torch.load(tmp_path / "trials" / "000" / "best.pt", weights_only=True)
     assert sum(v.numel() for v in saved.values()) == n_weights
+
+
+def test_storage_url_keeps_the_study_out_of_the_cell_folder(tiny_model_dir, prepared, tmp_path):
+    db = tmp_path / "studies.db"
+    cell = spec(tiny_model_dir, n_trials=1)
+    cell.storage = f"sqlite:///{db}"  # one worker only: SQLite must not be shared by parallel workers
+    CellRunner(cell, prepared, tmp_path / "cell").run()
+    assert (pd.read_csv(tmp_path / "cell" / "trials.csv")["state"] == "COMPLETE").sum() == 1
+    assert not (tmp_path / "cell" / "study.journal").exists()
+    study = optuna.load_study(study_name="clipseg.coop.tissue", storage=cell.storage)
+    assert [t.state.name for t in study.trials] == ["COMPLETE"]
