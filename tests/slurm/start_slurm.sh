@@ -26,7 +26,7 @@ if ! command -v slurmctld >/dev/null || ! command -v slurmd >/dev/null || ! comm
    || ! command -v munged >/dev/null; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -q >/dev/null
-  apt-get install -y -q --no-install-recommends slurmctld slurmd slurm-client munge >/dev/null
+  apt-get install -y -q slurmctld slurmd slurm-client munge >/dev/null
 fi
 
 MARK="# written by tunevlseg tests/slurm/start_slurm.sh"
