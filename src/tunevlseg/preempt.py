@@ -44,6 +44,11 @@ def requested() -> bool:
     return bool(_received)
 
 
+def first_signal() -> int:
+    """The first stop signal received (call only when :func:`requested`)."""
+    return _received[0]
+
+
 def check() -> None:
     """Raise :class:`Preempted` if a stop signal arrived."""
     if _received:

@@ -238,6 +238,9 @@ class CellRunner:
             trial.set_user_attr("preempted", True)
             raise
         except Exception as err:  # a failed trial (NaN loss, OOM, ...) is recorded; the study goes on
+            if preempt.requested():  # an error caused by the stop signal (e.g. a killed DataLoader worker)
+                trial.set_user_attr("preempted", True)
+                raise preempt.Preempted(preempt.first_signal()) from err
             log.warning("%s trial %d failed: %s: %s", self.out_dir, trial.number, type(err).__name__, err)
             study.tell(trial, state=TrialState.FAIL)
         else:

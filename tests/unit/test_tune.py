@@ -159,3 +159,23 @@ def test_storage_url_keeps_the_study_out_of_the_cell_folder(tiny_model_dir, prep
     assert not (tmp_path / "cell" / "study.journal").exists()
     study = optuna.load_study(study_name="clipseg.coop.tissue", storage=cell.storage)
     assert [t.state.name for t in study.trials] == ["COMPLETE"]
+
+
+def test_error_caused_by_a_stop_signal_leaves_the_trial_resumable(tiny_model_dir, prepared, tmp_path, monkeypatch):
+    """SLURM signals every process of a job: a DataLoader worker dying first must not fail the trial."""
+    import os
+    import signal
+
+    from tunevlseg import preempt
+
+    def dies_with_its_workers(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+        raise RuntimeError("DataLoader worker (pid 1234) exited unexpectedly")
+
+    monkeypatch.setattr(tune, "train_prompts", dies_with_its_workers)
+    runner = CellRunner(spec(tiny_model_dir, n_trials=1), prepared, tmp_path)
+    with preempt.stop_on_signals(), pytest.raises(preempt.Preempted, match="SIGTERM"):
+        runner.run()
+    trials = runner._study().get_trials()
+    assert [t.state.name for t in trials] == ["RUNNING"] and trials[0].user_attrs["preempted"] is True
+    assert not (tmp_path / "trials.csv").exists()
