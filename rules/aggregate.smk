@@ -23,7 +23,7 @@ rule aggregate:
             {
                 **config.get("report", {}),
                 "datasets": BENCH["datasets"],
-                "rows": [f"{m} · {k}" for m in BENCH["models"] for k in BENCH["methods"]],
+                "rows": [f"{m} · {k}" for m in BENCH["models"] for k in BENCH["methods"] if supports(m, k)],
             }
         ),
     conda:

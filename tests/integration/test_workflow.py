@@ -17,6 +17,8 @@ import pandas as pd
 import pytest
 import yaml
 
+from tunevlseg.models.registry import supports
+
 REPO = Path(__file__).resolve().parents[2]
 SNAKEMAKE = Path(sys.executable).with_name("snakemake")
 TIMEOUT = 900
@@ -28,8 +30,8 @@ def reduced_config() -> dict:
     cfg["datasets"]["shapes"]["synthetic"]["n"] = 160
     cfg["datasets"]["tissue"]["synthetic"]["n"] = 60
     cfg["datasets"]["ctvolumes"]["synthetic"]["n"] = 6
-    standin = cfg["models"]["clipseg"]["standin"]
-    standin.update(epochs=2, min_grounding_gap=-1.0)
+    for model in cfg["models"].values():
+        model["standin"].update(epochs=2, min_grounding_gap=-1.0)
     cfg["tuning"]["n_trials"] = 2
     cfg["training"].update(epochs=2, batch_size=16)
     return cfg
@@ -54,6 +56,12 @@ def planned_jobs(workdir: Path, *args: str) -> dict[str, int]:
     return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M) if m.group(1) != "total"}
 
 
+def grid_rows(cfg: dict) -> list[tuple[str, str]]:
+    """(model, method) pairs of the grid: every combination the model supports."""
+    bench = cfg["benchmark"]
+    return [(m, k) for m in bench["models"] for k in bench["methods"] if supports(m, k)]
+
+
 def write_config(workdir: Path, cfg: dict) -> None:
     (workdir / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
 
@@ -72,12 +80,13 @@ def test_table_has_every_cell(demo_run):
     workdir, cfg = demo_run
     table = pd.read_csv(workdir / "results/tables/dice.csv")
     bench = cfg["benchmark"]
-    assert len(table) == len(bench["models"]) * len(bench["methods"])
+    assert len(table) == len(grid_rows(cfg))
     for dataset in bench["datasets"]:
         values = table[f"{dataset}_mean"]
         assert values.notna().all() and values.between(0, 1).all(), dataset
     md = (workdir / "results/tables/dice.md").read_text()
     assert "clipseg · zeroshot" in md and "clipseg · vpt" in md and "—" not in md
+    assert "cris · coop" in md and "cris · cocoop" in md and "cris · vpt" not in md  # no vision tokens
     for fig in ("dice_heatmap.png", "depth_vs_dice.png"):
         assert (workdir / "results/figures" / fig).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -131,9 +140,9 @@ def test_new_dataset_schedules_only_its_cells(demo_run):
         jobs = planned_jobs(workdir)
     finally:
         write_config(workdir, cfg)
-    n_methods = len(cfg["benchmark"]["methods"])
-    assert jobs.get("synth") == 1 and jobs.get("prepare") == 1 and jobs.get("pretrain_standin") is None
-    assert jobs["tune"] == n_methods
+    n_models = len({cfg["models"][m]["image_size"] for m in cfg["benchmark"]["models"]})  # one cache per size
+    assert jobs.get("synth") == 1 and jobs.get("prepare") == n_models and jobs.get("pretrain_standin") is None
+    assert jobs["tune"] == len(grid_rows(cfg))
 
 
 def test_report_code_edit_reruns_only_aggregation(demo_run):
@@ -154,6 +163,7 @@ def test_report_code_edit_reruns_only_aggregation(demo_run):
     (lambda c: c["benchmark"]["datasets"].append("kvasirr"), ["kvasirr", "benchmark.datasets", "tissue"]),
     (lambda c: c["methods"]["vpt"]["search"]["lr"].update(high=5.0), ["lr", "high", "5.0"]),
     (lambda c: c["benchmark"]["models"].append("crisp"), ["crisp", "clipseg"]),
+    (lambda c: c["benchmark"].update(models=["cris"], methods=["vpt", "maple"]), ["no model supports", "cris"]),
 ])
 def test_bad_config_fails_at_start_naming_the_key(tmp_path, edit, expected):
     cfg = reduced_config()
