@@ -114,7 +114,13 @@ def assign_splits(rows: list[dict], fractions=(0.7, 0.15, 0.15), seed: int = 0,
         v = fractions[1] / (fractions[0] + fractions[1]) if val_fraction is None else float(val_fraction)
         if not 0 <= v < 1:
             raise ValueError(f"val_fraction must be in [0, 1), got {v}")
-        out.update(_stratified_cut([r for r in rows if out[r["group"]] == "train"], (1 - v, v, 0.0), seed))
+        train_rows = [r for r in rows if out[r["group"]] == "train"]
+        carved = _stratified_cut(train_rows, (1 - v, v, 0.0), seed)
+        if v > 0 and "val" not in carved.values() and len(carved) > 1:
+            # too few groups for the fraction to reach one (e.g. few cities): take the smallest group
+            sizes = Counter(r["group"] for r in train_rows)
+            carved[min(sorted(carved), key=lambda g: sizes[g])] = "val"
+        out.update(carved)
     return out
 
 

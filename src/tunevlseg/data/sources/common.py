@@ -16,12 +16,12 @@ def find_dir(root: Path, relpath: str, what: str) -> Path:
     missing (an empty or wrong archive).
     """
     root = Path(root)
-    if (root / relpath).is_dir():
-        return root / relpath
     last = Path(relpath).name
-    for cand in sorted(root.rglob(last)):
-        if cand.is_dir() and cand.as_posix().endswith(relpath):
-            return cand
+    found = [c for c in root.rglob(last) if c.is_dir() and c.as_posix().endswith("/" + relpath)]
+    if (root / relpath).is_dir():
+        found.append(root / relpath)
+    if found:  # the deepest: an extraction folder may carry the same name as the release's top folder
+        return max(found, key=lambda c: (len(c.parts), c.as_posix()))
     raise ValueError(f"{root}: no folder {relpath!r} found; is this the {what} release?")
 
 
