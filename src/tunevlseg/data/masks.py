@@ -62,8 +62,12 @@ def rasterise_polygons(polygons: list, size: tuple[int, int]) -> np.ndarray:
     return np.asarray(canvas, dtype=np.uint8)
 
 
-def load_mask(raw_dir: Path, mask_entry: str, rule: str, image_shape: tuple[int, int]) -> np.ndarray:
+def load_mask(raw_dir: Path, mask_entry: str, rule: str, image_shape: tuple[int, int],
+              memo: dict | None = None) -> np.ndarray:
     """Apply ``rule`` to the row's ``mask`` entry; returns (H, W) uint8 {0,1}.
+
+    ``memo`` (optional dict) keeps decoded label images for rows that share one
+    (one sample per class: VOC, Cityscapes).
 
     Errors name the file: unknown rule, non-binary mask under a binary rule,
     unreadable file, or a mask whose size differs from the image.
@@ -88,10 +92,13 @@ def load_mask(raw_dir: Path, mask_entry: str, rule: str, image_shape: tuple[int,
         rgb = np.asarray(open_image(path, "mask").convert("RGB"))
         mask = (rgb[..., [int(c) for c in channels.split(",")]] > int(threshold)).any(-1).astype(np.uint8)
     elif kind == "label":
-        im = open_image(path, "label image")
-        if im.mode not in ("P", "L", "I", "I;16"):
-            raise ValueError(f"label image {path} has mode {im.mode}; expected a palette or grey label image")
-        mask = (np.asarray(im) == int(arg)).astype(np.uint8)
+        memo = {} if memo is None else memo
+        if ("labels", path) not in memo:
+            im = open_image(path, "label image")
+            if im.mode not in ("P", "L", "I", "I;16"):
+                raise ValueError(f"label image {path} has mode {im.mode}; expected a palette or grey label image")
+            memo[("labels", path)] = np.asarray(im)
+        mask = (memo[("labels", path)] == int(arg)).astype(np.uint8)
     elif kind == "polygons":
         if not path.is_file():
             raise FileNotFoundError(f"polygon file not found: {path}")

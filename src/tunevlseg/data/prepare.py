@@ -152,7 +152,7 @@ def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(Image.fromarray(mask).resize((size, size), Image.Resampling.NEAREST))
 
 
-def _sample(row, sid, image, mask, raw_hash, size, keep_original) -> dict:
+def _sample(row, sid, image, mask, raw_hash, size, keep_original, resized=None) -> dict:
     return {
         "id": sid,
         "group": row["group"],
@@ -162,22 +162,31 @@ def _sample(row, sid, image, mask, raw_hash, size, keep_original) -> dict:
         "content_hash": raw_hash,
         "orig_h": mask.shape[0],
         "orig_w": mask.shape[1],
-        "image": resize_image(image, size),
+        "image": resize_image(image, size) if resized is None else resized,
         "mask": resize_mask(mask, size),
         "original": mask if keep_original else None,
         "prompts": build_prompts(row["phrase"], mask, row.get("context") or ""),
     }
 
 
-def _load_task(task) -> list[dict]:
-    """Decode one samples.csv row into cache-ready samples (runs in pool workers)."""
-    raw_dir, row, size, keep_original, opts = task
+def _load_row(raw_dir: Path, row: dict, size: int, keep_original: bool, opts: dict, memo: dict) -> list[dict]:
+    """Decode one samples.csv row into cache-ready samples.
+
+    ``memo`` holds what rows of the same task share (a decoded, hashed and
+    resized image; a label image; a volume pair), so an image with one sample
+    per class or structure is decoded once.
+    """
     image_path, mask_path = raw_dir / row["image"], raw_dir / row["mask"]
     if (row.get("label") or "") == "" and not row["image"].endswith((".nii", ".nii.gz")):
-        image = read_image(image_path)
-        mask = load_mask(raw_dir, row["mask"], row.get("mask_rule") or "", image.shape[:2])
-        return [_sample(row, row["id"], image, mask, content_hash(image), size, keep_original)]
-    volume, labels = load_pair(image_path, mask_path)
+        if ("image", image_path) not in memo:
+            image = read_image(image_path)
+            memo[("image", image_path)] = (image, content_hash(image), resize_image(image, size))
+        image, digest, resized = memo[("image", image_path)]
+        mask = load_mask(raw_dir, row["mask"], row.get("mask_rule") or "", image.shape[:2], memo)
+        return [_sample(row, row["id"], image, mask, digest, size, keep_original, resized)]
+    if ("volume", image_path, mask_path) not in memo:
+        memo[("volume", image_path, mask_path)] = load_pair(image_path, mask_path)
+    volume, labels = memo[("volume", image_path, mask_path)]
     if volume.ndim not in (2, 3):
         raise ValueError(f"volume {image_path} has shape {volume.shape}; expected 2-D or 3-D")
     label = int(row.get("label") or 1)
@@ -196,6 +205,25 @@ def _load_task(task) -> list[dict]:
         rgb = np.repeat(image2d[..., None], 3, axis=-1)
         out.append(_sample(row, f"{row['id']}_s{k:02d}", rgb, mask2d, content_hash(volume[..., k]), size, keep_original))
     return out
+
+
+def _load_task(task) -> list[dict]:
+    """Decode a run of consecutive rows sharing one image (runs in pool workers)."""
+    raw_dir, rows, size, keep_original, opts = task
+    memo: dict = {}
+    return [smp for row in rows for smp in _load_row(raw_dir, row, size, keep_original, opts, memo)]
+
+
+def _tasks(raw_dir: Path, ordered: list[tuple[str, dict]], size: int, opts: dict) -> list[tuple]:
+    """Group consecutive rows of the same split and image file into one task each (order kept)."""
+    tasks: list[tuple] = []
+    for split, row in ordered:
+        last = tasks[-1] if tasks else None
+        if last and last[5] == split and last[1][0]["image"] == row["image"]:
+            last[1].append(row)
+        else:
+            tasks.append((raw_dir, [row], size, split == "test", opts, split))
+    return [t[:5] for t in tasks]
 
 
 class _CacheWriter:
@@ -281,19 +309,15 @@ def prepare_dataset(
     rows = read_samples(raw_dir)
     split_of = assign_splits(rows, split_fractions, seed, val_fraction)
     opts = {"seed": seed, "window": window, "empty_fraction": empty_slice_fraction}
-    tasks = [
-        (raw_dir, r, size, split == "test", opts)
-        for split in SPLITS
-        for r in rows
-        if split_of[r["group"]] == split
-    ]
+    ordered = [(split, r) for split in SPLITS for r in rows if split_of[r["group"]] == split]
+    tasks = _tasks(raw_dir, ordered, size, opts)
     seen: dict[str, tuple[str, str]] = {}  # content hash -> (split, description of first sample)
     dropped: list[str] = []
     with atomic_dir(out_dir) as tmp:
         writer = _CacheWriter(tmp, size)
         pool = multiprocessing.get_context("spawn").Pool(workers) if workers > 1 else None
         try:
-            results = pool.imap(_load_task, tasks, chunksize=8) if pool else map(_load_task, tasks)
+            results = pool.imap(_load_task, tasks, chunksize=4) if pool else map(_load_task, tasks)
             for smp in (smp for samples in results for smp in samples):
                 split = split_of[smp["group"]]
                 where = f"{smp['id']} ({raw_dir / smp['source_image']}, {split})"
