@@ -38,14 +38,18 @@ def _rng(seed):
     return np.random.default_rng(seed)
 
 
-def _noise(rng, h=H, w=W, channels=3) -> np.ndarray:
-    """Random smooth-ish image: unique content per call (the leak audit hashes pixels)."""
-    base = rng.integers(0, 256, (h, w, channels), dtype=np.uint8)
-    return base if channels > 1 else base[..., 0]
+def _noise(rng, h=None, w=None, channels=3) -> np.ndarray:
+    """Random image, smooth with fine grain (compresses like a photo): unique per call (the leak audit hashes pixels)."""
+    h, w = h or H, w or W
+    coarse = rng.integers(0, 256, (max(h // 8, 2), max(w // 8, 2), channels), dtype=np.uint8)
+    smooth = np.asarray(Image.fromarray(coarse.squeeze(-1) if channels == 1 else coarse).resize((w, h), Image.BILINEAR))
+    grain = rng.integers(-8, 9, smooth.shape)
+    return np.clip(smooth.astype(np.int16) + grain, 0, 255).astype(np.uint8)
 
 
-def _blob(rng, h=H, w=W) -> np.ndarray:
+def _blob(rng, h=None, w=None) -> np.ndarray:
     """A random filled ellipse, (h, w) {0,1}."""
+    h, w = h or H, w or W
     im = Image.new("L", (w, h), 0)
     cx, cy = rng.uniform(0.3, 0.7) * w, rng.uniform(0.3, 0.7) * h
     rx, ry = rng.uniform(0.12, 0.25) * w, rng.uniform(0.12, 0.25) * h
