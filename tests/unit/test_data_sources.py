@@ -460,3 +460,20 @@ def test_prepare_settings_defaults():
     assert s == {"split_fractions": [0.8, 0.2, 0.0], "val_fraction": 0.1, "seed": 0, "drop_duplicates": True}
     with pytest.raises(KeyError, match="unknown dataset source 'nope'"):
         prepare_settings({"source": "nope"})
+
+
+def test_registry_schema_and_readme_agree():
+    import yaml
+
+    repo = Path(__file__).resolve().parents[2]
+    schema = yaml.safe_load((repo / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    sources = schema["properties"]["datasets"]["additionalProperties"]["properties"]["source"]["enum"]
+    assert sorted(sources) == sorted(["synthetic", *registry.REGISTRY])
+    readme = (repo / "README.md").read_text()
+    for spec in registry.REGISTRY.values():
+        row = next((line for line in readme.splitlines() if line.startswith(f"| {spec.id} |")), None)
+        assert row is not None, spec.id
+        assert spec.access == "direct" and "fetched" in row or spec.access == "gated" and "fetched" not in row
+        if len(spec.files) == 1:
+            assert f"`{spec.files[0].name}`" in row
+        assert all(f.url is None for f in spec.files) == (spec.access == "gated")
