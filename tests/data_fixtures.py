@@ -270,7 +270,8 @@ def build_camus(dest: Path, n: int = 6, seed: int = 6) -> Fixture:
 
 
 def build_chexlocalize(dest: Path, n: int = 10, seed: int = 7) -> Fixture:
-    """``CheXlocalize.zip``: CheXlocalize/gt_annotations_{val,test}.json + CheXpert/{val,test}/patient*/study*/view*.jpg.
+    """``CheXlocalize.zip``: CheXlocalize/gt_annotations_{val,test}.json, CheXpert/{val,test}_labels.csv and
+    CheXpert/{val,test}/patient*/study*/view*.jpg.
 
     ``n`` patients per part, one frontal X-ray each (every other one also a
     lateral view); 1–2 annotated pathologies per X-ray, a pathology with an
@@ -301,6 +302,8 @@ def build_chexlocalize(dest: Path, n: int = 10, seed: int = 7) -> Fixture:
                 unused = next(t for t in TASKS if t not in entry)
                 entry[unused] = []
                 annotations[cxr] = entry
+        members[f"CheXpert/{part}_labels.csv"] = ("Path\n" + "".join(
+            f"{part}/{c.split('_')[0]}/{c.split('_')[1]}/{'_'.join(c.split('_')[2:])}.jpg\n" for c in annotations)).encode()
         members[f"CheXlocalize/gt_annotations_{part}.json"] = json.dumps(annotations).encode()
         members[f"CheXlocalize/gt_segmentations_{part}.json"] = b"{}"
     fx.n_samples = len(fx.truth)
