@@ -443,6 +443,8 @@ def test_status_lines_and_cli(tmp_path, capsys):
     assert lines[0] == (f"camus (camus): prepared: 352px train/val/test 48/12/12 manifest "
                         f"{manifest_hash(results / 'prepared' / 'camus' / '352')[:12]}")
     assert meta["split_sizes"] == {"train": 48, "val": 12, "test": 12} and len(fx.truth) == 72
+    digest = hashlib.sha256(fx.archives[0].read_bytes()).hexdigest()
+    assert [f["sha256"] for f in meta["index"]["files"]] == [digest]  # provenance of the release
     assert lines[1].startswith("kvasir (kvasir): missing")
     # a gated dataset whose archive is missing: one clear line, exit 1
     assert cli_main(["data", "obtain", "--source", "busi", "--raw-dir", str(raw), "--out", str(tmp_path / "r.json")]) == 1

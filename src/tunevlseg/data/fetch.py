@@ -62,11 +62,14 @@ def _fetch_once(url: str, part: Path, timeout: float) -> None:
         length = response.headers.get("Content-Length")
         total = have + int(length) if length is not None else None
         with open(part, "ab" if have else "wb") as out, _progress(total, have, part.name[:-5]) as bar:
-            got = 0
+            got, next_log = 0, 0.1
             for block in iter(lambda: response.read(CHUNK), b""):
                 out.write(block)
                 got += len(block)
                 bar.update(len(block))
+                if bar.disable and total and (have + got) / total >= next_log:  # no terminal (job log): 10 % steps
+                    log.info("%s: %.0f %% of %.1f MiB", part.name[:-5], 100 * (have + got) / total, total / 2**20)
+                    next_log += 0.1
         if length is not None and got < int(length):
             raise ConnectionError(f"transfer of {url} interrupted after {have + got} of {total} bytes")
 

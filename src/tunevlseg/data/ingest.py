@@ -111,11 +111,13 @@ def _check_rows(rows: list[dict], source: str) -> list[str]:
     return columns
 
 
-def index_dataset(source: str, root: str | os.PathLike, out_dir: str | os.PathLike, workers: int = 1) -> dict:
+def index_dataset(source: str, root: str | os.PathLike, out_dir: str | os.PathLike, workers: int = 1,
+                  files: list[dict] | None = None) -> dict:
     """Run the dataset's reader on the extracted release ``root``; write ``out_dir/samples.csv`` atomically.
 
-    Returns a summary (number of rows, of groups, per-split counts of
-    official splits).
+    Returns the summary also written to ``out_dir/index.json`` (rows, groups,
+    per-split counts of official splits, and the release ``files`` with their
+    sha256 when given); ``prepare`` copies it into ``meta.json``.
     """
     spec = get_spec(source)
     root = Path(root)
@@ -134,6 +136,7 @@ def index_dataset(source: str, root: str | os.PathLike, out_dir: str | os.PathLi
             "n_rows": len(rows),
             "n_groups": len({r["group"] for r in rows}),
             "official_splits": {s: sum(r.get("split") == s for r in rows) for s in ("train", "val", "test")},
+            "files": files or [],
         }
         (tmp / "index.json").write_text(json.dumps(summary, indent=1) + "\n")
     return summary
@@ -145,7 +148,7 @@ def index_from_receipt(receipt: str | os.PathLike, out_dir: str | os.PathLike, w
     if not path.is_file():
         raise FileNotFoundError(f"receipt {path} not found; run `tunevlseg data obtain` first")
     info = json.loads(path.read_text())
-    return index_dataset(info["source"], info["root"], out_dir, workers)
+    return index_dataset(info["source"], info["root"], out_dir, workers, info.get("files"))
 
 
 def prepare_settings(dataset_cfg: dict) -> dict:

@@ -346,6 +346,9 @@ def prepare_dataset(
             "prompt_keys": PROMPT_KEYS,
             "source": str(raw_dir),
             "empty_slice_fraction": empty_slice_fraction,
+            "val_fraction": val_fraction,
         }
+        if (raw_dir / "index.json").is_file():  # real dataset: where the release came from
+            meta["index"] = json.loads((raw_dir / "index.json").read_text())
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
     return meta
