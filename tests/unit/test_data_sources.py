@@ -479,3 +479,16 @@ def test_registry_schema_and_readme_agree():
         if len(spec.files) == 1:
             assert f"`{spec.files[0].name}`" in row
         assert all(f.url is None for f in spec.files) == (spec.access == "gated")
+
+
+def test_parallel_preparation_matches_serial(tmp_path):
+    """Rows sharing an image go to one worker task; the cache is identical with 1 or 2 workers."""
+    fx, _ = _gated_ready("camus", tmp_path)
+    settings = prepare_settings({"source": "camus"})
+    one = prepare_dataset(tmp_path / "index", tmp_path / "one", size=16, workers=1, **settings)
+    two = prepare_dataset(tmp_path / "index", tmp_path / "two", size=16, workers=2, **settings)
+    assert one["manifest_sha256"] == two["manifest_sha256"] and one["split_sizes"] == two["split_sizes"]
+    for split in SPLITS:
+        assert np.array_equal(np.load(tmp_path / "one" / f"{split}_images.npy"),
+                              np.load(tmp_path / "two" / f"{split}_images.npy"))
+    assert sum(one["split_sizes"].values()) == len(fx.truth)
