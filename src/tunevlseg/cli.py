@@ -121,6 +121,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--settings", default="{}")
     p.set_defaults(func=cmd_aggregate)
 
+    from .data.cli import add_parser as add_data_parser
+
+    add_data_parser(sub)
+
     p = sub.add_parser("show-table", help="print a table file")
     p.add_argument("path")
     p.set_defaults(func=cmd_show_table)

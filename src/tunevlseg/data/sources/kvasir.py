@@ -1,0 +1,35 @@
+"""Kvasir-SEG: 1000 polyp images with JPEG masks (thresholded at 127); seeded 80/10/10 split."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tunevlseg.data.registry import DatasetSpec, SourceFile
+from tunevlseg.data.sources.common import files, find_dir, require
+
+
+def index(root: Path, out: Path, workers: int = 1) -> list[dict]:
+    """Rows for ``Kvasir-SEG/images/<id>.jpg`` + ``Kvasir-SEG/masks/<id>.jpg``."""
+    images = find_dir(root, "Kvasir-SEG/images", "Kvasir-SEG")
+    masks = find_dir(root, "Kvasir-SEG/masks", "Kvasir-SEG")
+    rows = []
+    for img in require(files(images, (".jpg", ".jpeg", ".png")), images, "images"):
+        mask = masks / img.name
+        if not mask.is_file():
+            raise FileNotFoundError(f"Kvasir-SEG: image {img} has no mask {mask}")
+        rows.append({"id": img.stem, "image": str(img), "mask": str(mask), "phrase": "polyp",
+                     "group": img.stem, "mask_rule": "threshold:127"})
+    return rows
+
+
+SPEC = DatasetSpec(
+    id="kvasir",
+    title="Kvasir-SEG",
+    access="direct",
+    files=(SourceFile("kvasir-seg.zip", "https://datasets.simula.no/downloads/kvasir-seg.zip", None),),
+    homepage="https://datasets.simula.no/kvasir-seg/",
+    instructions="Public download (CC BY 4.0).",
+    phrases="polyp",
+    split_rule="seeded 80/10/10 by image",
+    index=index,
+)
