@@ -25,7 +25,7 @@ rule synth:
         directory(f"{R}/raw/{{dataset}}"),
     params:
         settings=lambda w: as_json(
-            {**config["datasets"][w.dataset]["synthetic"], "image_size": config["models"][BENCH["models"][0]]["image_size"]}
+            {**config["datasets"][w.dataset]["synthetic"], "image_size": max(model_size(m) for m in BENCH["models"])}
         ),
     conda:
         "../envs/tunevlseg.yaml"
