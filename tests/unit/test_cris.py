@@ -37,12 +37,8 @@ def _inputs(batch: int = 2):
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _one_thread():
+def _single_thread(one_thread):
     """Tiny tensors: intra-op threads only add synchronisation (seconds per forward on a busy 2-core box)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

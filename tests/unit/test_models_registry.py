@@ -25,11 +25,8 @@ WORDS = ["red", "green", "blue", "white", "disc", "polyp"]
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _single_thread(one_thread):
+    """Tiny tensors: intra-op threads only add synchronisation (seconds per forward on a busy 2-core box)."""
 
 
 @pytest.fixture(scope="module")

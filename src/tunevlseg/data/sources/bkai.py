@@ -5,22 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 
 from tunevlseg.data.registry import DatasetSpec, SourceFile
-from tunevlseg.data.sources.common import files, find_dir, require
+from tunevlseg.data.sources.common import paired_rows
 
 
 def index(root: Path, out: Path, workers: int = 1) -> list[dict]:
-    """Rows for ``train/train/<id>.jpeg`` + ``train_gt/train_gt/<id>.jpeg`` (the test set has no masks)."""
-    images = find_dir(root, "train/train", "BKAI-IGH NeoPolyp")
-    masks = find_dir(root, "train_gt/train_gt", "BKAI-IGH NeoPolyp")
-    rows = []
-    for img in require(files(images, (".jpeg", ".jpg", ".png")), images, "images"):
-        mask = masks / img.name
-        if not mask.is_file():
-            raise FileNotFoundError(f"BKAI: image {img} has no mask {mask}")
-        # JPEG masks: a channel > 127 counts, so compression fringes do not add a third colour
-        rows.append({"id": f"bkai_{img.stem}", "image": str(img), "mask": str(mask), "phrase": "polyp",
-                     "group": img.stem, "mask_rule": "channels:127:0,1"})
-    return rows
+    """Rows for ``train/train/<id>.jpeg`` + ``train_gt/train_gt/<id>.jpeg`` (the test set has no masks).
+
+    JPEG masks: a channel > 127 counts, so compression fringes do not add a third colour.
+    """
+    return paired_rows(root, "train/train", "train_gt/train_gt", "BKAI-IGH NeoPolyp",
+                       image_suffixes=(".jpeg", ".jpg", ".png"), phrase="polyp", id_prefix="bkai_",
+                       mask_rule="channels:127:0,1")
 
 
 SPEC = DatasetSpec(

@@ -5,21 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from tunevlseg.data.registry import DatasetSpec, SourceFile
-from tunevlseg.data.sources.common import files, find_dir, require
+from tunevlseg.data.sources.common import paired_rows
 
 
 def index(root: Path, out: Path, workers: int = 1) -> list[dict]:
     """Rows for ``PNG/Original/<n>.png`` + ``PNG/Ground Truth/<n>.png``."""
-    images = find_dir(root, "PNG/Original", "CVC-ClinicDB")
-    masks = find_dir(root, "PNG/Ground Truth", "CVC-ClinicDB")
-    rows = []
-    for img in require(files(images, (".png",)), images, "images"):
-        mask = masks / img.name
-        if not mask.is_file():
-            raise FileNotFoundError(f"CVC-ClinicDB: image {img} has no mask {mask}")
-        rows.append({"id": f"clinicdb_{img.stem}", "image": str(img), "mask": str(mask), "phrase": "polyp",
-                     "group": img.stem, "mask_rule": "threshold:127"})
-    return rows
+    return paired_rows(root, "PNG/Original", "PNG/Ground Truth", "CVC-ClinicDB", image_suffixes=(".png",),
+                       phrase="polyp", id_prefix="clinicdb_", mask_rule="threshold:127")
 
 
 SPEC = DatasetSpec(

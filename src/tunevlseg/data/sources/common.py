@@ -47,6 +47,29 @@ def require(items: list, root: Path, what: str) -> list:
     return items
 
 
+def paired_rows(root: Path, image_dir: str, mask_dir: str, what: str, *, image_suffixes: tuple[str, ...],
+                phrase: str, id_prefix: str = "", mask_suffix: str | None = None, mask_rule: str | None = None
+                ) -> list[dict]:
+    """Rows for releases with an image folder and a mask folder of the same stems.
+
+    The mask of ``<stem><ext>`` is ``<stem><mask_suffix>`` (default: the image's own file name);
+    a missing mask fails naming the image and the expected file.
+    """
+    images = find_dir(root, image_dir, what)
+    masks = find_dir(root, mask_dir, what)
+    rows = []
+    for img in require(files(images, image_suffixes), images, "images"):
+        mask = masks / (img.name if mask_suffix is None else img.stem + mask_suffix)
+        if not mask.is_file():
+            raise FileNotFoundError(f"{what}: image {img} has no mask {mask}")
+        row = {"id": f"{id_prefix}{img.stem}", "image": str(img), "mask": str(mask), "phrase": phrase,
+               "group": img.stem}
+        if mask_rule:
+            row["mask_rule"] = mask_rule
+        rows.append(row)
+    return rows
+
+
 def _labels_of(path: str) -> list[int]:
     try:
         with Image.open(path) as im:

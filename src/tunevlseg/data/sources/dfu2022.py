@@ -5,21 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from tunevlseg.data.registry import DatasetSpec, SourceFile
-from tunevlseg.data.sources.common import files, find_dir, require
+from tunevlseg.data.sources.common import paired_rows
 
 
 def index(root: Path, out: Path, workers: int = 1) -> list[dict]:
     """Rows for ``DFUC2022_train_images/<n>.jpg`` + ``DFUC2022_train_masks/<n>.png`` (test masks are not released)."""
-    images = find_dir(root, "DFUC2022_train_images", "DFUC 2022")
-    masks = find_dir(root, "DFUC2022_train_masks", "DFUC 2022")
-    rows = []
-    for img in require(files(images, (".jpg", ".jpeg")), images, "images"):
-        mask = masks / f"{img.stem}.png"
-        if not mask.is_file():
-            raise FileNotFoundError(f"DFUC 2022: image {img} has no mask {mask}")
-        rows.append({"id": f"dfu_{img.stem}", "image": str(img), "mask": str(mask), "phrase": "foot ulcer",
-                     "group": img.stem})
-    return rows
+    return paired_rows(root, "DFUC2022_train_images", "DFUC2022_train_masks", "DFUC 2022",
+                       image_suffixes=(".jpg", ".jpeg"), phrase="foot ulcer", id_prefix="dfu_", mask_suffix=".png")
 
 
 SPEC = DatasetSpec(

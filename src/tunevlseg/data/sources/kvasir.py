@@ -5,21 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from tunevlseg.data.registry import DatasetSpec, SourceFile
-from tunevlseg.data.sources.common import files, find_dir, require
+from tunevlseg.data.sources.common import paired_rows
 
 
 def index(root: Path, out: Path, workers: int = 1) -> list[dict]:
     """Rows for ``Kvasir-SEG/images/<id>.jpg`` + ``Kvasir-SEG/masks/<id>.jpg``."""
-    images = find_dir(root, "Kvasir-SEG/images", "Kvasir-SEG")
-    masks = find_dir(root, "Kvasir-SEG/masks", "Kvasir-SEG")
-    rows = []
-    for img in require(files(images, (".jpg", ".jpeg", ".png")), images, "images"):
-        mask = masks / img.name
-        if not mask.is_file():
-            raise FileNotFoundError(f"Kvasir-SEG: image {img} has no mask {mask}")
-        rows.append({"id": img.stem, "image": str(img), "mask": str(mask), "phrase": "polyp",
-                     "group": img.stem, "mask_rule": "threshold:127"})
-    return rows
+    return paired_rows(root, "Kvasir-SEG/images", "Kvasir-SEG/masks", "Kvasir-SEG", image_suffixes=(".jpg", ".jpeg", ".png"),
+                       phrase="polyp", mask_rule="threshold:127")
 
 
 SPEC = DatasetSpec(
