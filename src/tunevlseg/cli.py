@@ -87,18 +87,40 @@ def cmd_aggregate(args) -> None:
                   trial_files=trial_files)
 
 
+def _config_settings(path: Path) -> dict:
+    """Report settings (grid, domains, dpi, results folder) from a workflow config file."""
+    import yaml
+
+    if not path.is_file():
+        raise FileNotFoundError(f"config file not found: {path}")
+    cfg = yaml.safe_load(path.read_text()) or {}
+    bench = cfg.get("benchmark")
+    if not isinstance(bench, dict):
+        raise ValueError(f"{path}: no benchmark section (models, methods, datasets)")
+    datasets = cfg.get("datasets") or {}
+    domains = {d: datasets[d]["domain"] for d in bench.get("datasets", [])
+               if isinstance(datasets.get(d), dict) and datasets[d].get("domain")}
+    return {**(cfg.get("report") or {}), "models": bench.get("models"), "methods": bench.get("methods"),
+            "datasets": bench.get("datasets"), "domains": domains, "results": cfg.get("results", "results")}
+
+
 def cmd_report(args) -> None:
     from .report.layout import cell_dir
     from .report.render import find_cells, render_report
 
-    opts = _settings(args.settings)
+    opts = _config_settings(Path(args.config)) if args.config else {}
+    opts.update(_settings(args.settings))
+    if not (args.config or args.settings != "{}"):
+        raise ValueError("give the grid with --config config.yaml or --settings JSON")
     grid = _report_grid(opts)
-    results = Path(args.results)
+    results = Path(args.results or opts.get("results", "results"))
+    out = results / "partial"
+    tables = Path(args.tables) if args.tables else out / "tables" / "dice"
+    figures = Path(args.figures) if args.figures else out / "figures"
     cells = find_cells(results, grid, partial=args.partial)
     study_dirs = {c: cell_dir(results, *c) for c in grid.tuned_cells()}
-    render_report(grid, cells, Path(args.tables), Path(args.figures), dpi=opts.get("dpi", 150),
-                  study_dirs=study_dirs)
-    print(f"{len(cells)}/{len(grid.cells())} cells finished; tables {args.tables}.md, figures in {args.figures}")
+    render_report(grid, cells, tables, figures, dpi=opts.get("dpi", 150), study_dirs=study_dirs)
+    print(f"{len(cells)}/{len(grid.cells())} cells finished; tables {tables}.md, figures in {figures}")
 
 
 def cmd_show_table(args) -> None:
@@ -146,13 +168,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_aggregate)
 
     p = sub.add_parser("report", help="tables and figures from the cells found under a results folder")
-    p.add_argument("--results", default="results", help="results folder holding cells/<model>/<method>/<dataset>")
     p.add_argument("--partial", action="store_true",
                    help="report the finished cells and mark the others '—' (default: all must be finished)")
-    p.add_argument("--tables", required=True, help="output prefix, e.g. results/partial/tables/dice")
-    p.add_argument("--figures", required=True, help="output folder for the figures")
-    p.add_argument("--settings", required=True,
-                   help='JSON: {"models", "methods", "datasets", "domains", "dpi"} (the grid)')
+    p.add_argument("--config", help="workflow config (e.g. config.yaml) giving the grid, domains, dpi, results")
+    p.add_argument("--settings", default="{}",
+                   help='JSON: {"models", "methods", "datasets", "domains", "dpi"}; overrides --config')
+    p.add_argument("--results", help="results folder holding cells/<model>/<method>/<dataset> "
+                                     "(default: the config's `results`, else results)")
+    p.add_argument("--tables", help="output prefix (default: <results>/partial/tables/dice)")
+    p.add_argument("--figures", help="output folder for the figures (default: <results>/partial/figures)")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("show-table", help="print a table file")

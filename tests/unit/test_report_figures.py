@@ -11,6 +11,7 @@ import optuna
 import pandas as pd
 import pytest
 import torch
+import yaml
 from matplotlib import pyplot as plt
 from matplotlib.image import AxesImage
 from optuna.storages import JournalStorage
@@ -296,3 +297,15 @@ def test_partial_report_marks_the_missing_cell(tmp_path, capsys):
         assert open(png, "rb").read(8) == PNG, png
     corr = pd.read_csv(files["correlations"])
     assert list(corr["dataset"]) == ["tissue"] and corr.loc[0, "n"] == 2
+
+    # the same report from the workflow's config file, written to the default <results>/partial
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({
+        "results": str(results), "report": {"dpi": 40},
+        "datasets": {"tissue": {"source": "synthetic", "domain": "non-radiology"},
+                     "ctvolumes": {"source": "synthetic", "domain": "radiology"}},
+        "benchmark": {"models": list(grid.models), "methods": list(grid.methods), "datasets": list(grid.datasets)}}))
+    assert main(["report", "--partial", "--config", str(config)]) == 0
+    assert (results / "partial/tables/dice.md").read_text() == (out / "tables/dice.md").read_text()
+    assert (results / "partial/figures/domain_dice.csv").read_text() == (out / "figures/domain_dice.csv").read_text()
+    assert main(["report", "--partial"]) == 1 and "--config" in capsys.readouterr().err
