@@ -113,7 +113,7 @@ def make_journal(path, n_complete, n_fail=0, vary=True):
 
 def test_history_has_one_point_per_completed_trial(tmp_path):
     journal = tmp_path / "study.journal"
-    make_journal(journal, n_complete=4, n_fail=2)
+    make_journal(journal, n_complete=4, n_fail=2).ask()  # + a trial still RUNNING (a live study)
     raw = journal.read_bytes()
     study = load_study_snapshot(journal)
     assert journal.read_bytes() == raw and sorted(p.name for p in tmp_path.iterdir()) == ["study.journal"]

@@ -60,16 +60,18 @@ def placeholder(out_png: Path, dpi: int, title: str, message: str = NO_TRIALS) -
 # --------------------------------------------------------------------------- heat map
 
 
-def plot_dice_heatmap(best: pd.DataFrame, out_png: Path, dpi: int = 150) -> Path:
+def plot_dice_heatmap(best: pd.DataFrame, out_png: Path, dpi: int = 150, datasets: list[str] | None = None,
+                      rows: list[str] | None = None) -> Path:
     """Heat map of test Dice (mean) with rows ``model · method`` and one column per dataset.
 
     Cells are annotated with the mean Dice (2 decimals) on a fixed 0..1 colour scale; absent
     cells (or cells without a completed trial) are left blank on a grey background.  With no
-    Dice value at all, the PNG only says "no completed trials".  Written atomically; returns
-    ``out_png``.
+    Dice value at all, the PNG only says "no completed trials".  ``datasets`` / ``rows`` fix the
+    grid (see :func:`tunevlseg.report.tables.dice_numeric`), so a partial report keeps unfinished
+    rows and columns.  Written atomically; returns ``out_png``.
     """
     title = "Test Dice per cell (mean over test cases)"
-    means, _ = dice_numeric(best)
+    means, _ = dice_numeric(best, datasets, rows)
     means = means.drop(columns="mean")
     if means.empty or means.isna().all().all():
         return placeholder(out_png, dpi, title)

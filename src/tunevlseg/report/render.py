@@ -83,7 +83,7 @@ def render_report(grid: Grid, cells: Mapping[Cell, Path], tables: Path, figures:
     rows, datasets = grid.rows(), list(grid.datasets)
     out = list(write_dice_tables(best, Path(tables), datasets=datasets, rows=rows))
     files = figure_files(figures, grid)
-    out.append(plot_dice_heatmap(best, files["heatmap"], dpi=dpi))
+    out.append(plot_dice_heatmap(best, files["heatmap"], dpi=dpi, datasets=datasets, rows=rows))
     out.append(plot_depth_vs_dice(trials, files["depth"], dpi=dpi))
     write_csv(Path(files["correlations"]), depth_correlations(trials))
     domain_table = domain_means(best, grid.domains, datasets=datasets, rows=rows)

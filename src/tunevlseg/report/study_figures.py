@@ -35,6 +35,15 @@ def load_study_snapshot(journal: Path) -> optuna.Study | None:
     journal = Path(journal)
     if not journal.is_file():
         return None
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "study created" line per cell
+    try:
+        return _snapshot(journal)
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+
+
+def _snapshot(journal: Path) -> optuna.Study:
     with tempfile.TemporaryDirectory(prefix="tunevlseg-journal-") as tmp:
         copy = Path(tmp) / journal.name
         shutil.copyfile(journal, copy)
