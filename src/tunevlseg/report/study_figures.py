@@ -15,6 +15,7 @@ from pathlib import Path
 
 import optuna
 from matplotlib import pyplot as plt
+from matplotlib.ticker import MaxNLocator
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
@@ -73,6 +74,8 @@ def _n_complete(study: optuna.Study) -> int:
 def _save_axes(ax, out_png: Path, dpi: int, title: str) -> Path:
     fig = ax.figure
     try:
+        for loc in ("left", "center", "right"):  # Optuna's generic titles give way to the cell's
+            ax.set_title("", loc=loc)
         ax.set_title(title, loc="left", fontsize=10)
         return save_figure(fig, out_png, dpi)
     finally:
@@ -127,7 +130,8 @@ def plot_history(study: optuna.Study | None, out_png: Path, title: str, dpi: int
     ax = history_axes(study)
     if ax is None:
         return placeholder(out_png, dpi, title, "no completed trials")
-    return _save_axes(ax, out_png, dpi, title)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    return _save_axes(ax, out_png, dpi, f"{title}: optimisation history")
 
 
 def plot_importances(study: optuna.Study | None, out_png: Path, title: str, dpi: int = 150) -> Path:
@@ -137,4 +141,4 @@ def plot_importances(study: optuna.Study | None, out_png: Path, title: str, dpi:
     ax, reason = importance_axes(study)
     if ax is None:
         return placeholder(out_png, dpi, title, reason)
-    return _save_axes(ax, out_png, dpi, title)
+    return _save_axes(ax, out_png, dpi, f"{title}: parameter importances")
