@@ -6,6 +6,7 @@ One module-scoped run, then checks of what a rerun schedules.
 from __future__ import annotations
 
 import copy
+import itertools
 import os
 import re
 import shutil
@@ -156,6 +157,55 @@ def test_report_code_edit_reruns_only_aggregation(demo_run):
     finally:
         source.write_bytes(original)
         os.utime(source, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+
+def caption_phrases() -> dict[str, str]:
+    """A plain-ASCII opening phrase of every caption file (how the report HTML must show it)."""
+    phrases = {}
+    for rst in sorted((REPO / "workflow/report").glob("*.rst")):
+        words = list(itertools.takewhile(str.isascii, rst.read_text().split()))[:6]
+        assert len(words) >= 3, rst  # keep caption openings ASCII: the HTML may escape the rest
+        phrases[rst.name] = " ".join(words)
+    return phrases
+
+
+def test_snakemake_report_embeds_every_figure_with_its_caption(demo_run):
+    workdir, cfg = demo_run
+    out = snakemake(workdir, "--report", "results/report.html", timeout=300)
+    assert out.returncode == 0, out.stderr[-4000:]
+    html = (workdir / "results/report.html").read_text()
+    missing = [name for name, phrase in caption_phrases().items() if phrase not in html]
+    assert not missing, missing
+    added = re.findall(r"^Adding (\S+) \(", out.stdout + out.stderr, re.M)
+    bench = cfg["benchmark"]
+    n_tuned = len(bench["models"]) * len([m for m in bench["methods"] if m != "zeroshot"]) * len(bench["datasets"])
+    # tables csv, heat map, domain bars, depth figure + csv, 2 Optuna figures per tuned cell, 1 panel per dataset
+    assert len(added) == 5 + 2 * n_tuned + len(bench["datasets"]), added
+
+
+def test_partial_report_marks_unfinished_cell_and_never_schedules_cells(demo_run, tmp_path):
+    """report_partial in a copy of the finished demo where one cell has not finished yet."""
+    workdir, cfg = demo_run
+    write_config(tmp_path, cfg)
+    shutil.copytree(workdir / "results/cells", tmp_path / "results/cells",
+                    ignore=shutil.ignore_patterns("best.pt"))
+    held_back = tmp_path / "results/cells/clipseg/vpt/ctvolumes"
+    shutil.move(held_back, tmp_path / "vpt_ctvolumes")
+    assert planned_jobs(tmp_path, "report_partial") == {"report_partial": 1}
+    out = snakemake(tmp_path, "report_partial", timeout=300)
+    assert out.returncode == 0, out.stderr[-4000:]
+    full = pd.read_csv(workdir / "results/tables/dice.csv", index_col=0)
+    partial = pd.read_csv(tmp_path / "results/partial/tables/dice.csv", index_col=0)
+    assert partial.loc["clipseg · vpt", ["ctvolumes_mean", "ctvolumes_std"]].isna().all()
+    assert partial.loc["clipseg · vpt", "tissue_mean"] == full.loc["clipseg · vpt", "tissue_mean"]
+    others = dict(index="clipseg · vpt", columns="mean")
+    pd.testing.assert_frame_equal(partial.drop(**others), full.drop(**others))
+    md = (tmp_path / "results/partial/tables/dice.md").read_text()
+    vpt_row = next(line for line in md.splitlines() if line.startswith("| clipseg · vpt |"))
+    assert vpt_row.split(" | ")[2] == "—" and md.count("—") == 1
+    assert planned_jobs(tmp_path, "report_partial") == {}
+    shutil.move(tmp_path / "vpt_ctvolumes", held_back)  # the cell finishes: the partial report is stale
+    assert planned_jobs(tmp_path, "report_partial") == {"report_partial": 1}
 
 
 @pytest.mark.parametrize("edit,expected", [
