@@ -102,12 +102,11 @@ def render_report(grid: Grid, cells: Mapping[Cell, Path], tables: Path, figures:
     best_trial = _best_trials(best)
     for dataset in grid.datasets:
         panel_rows = {}
-        for model in grid.models:
-            for method in grid.methods:
-                cell = (model, method, dataset)
-                path = examples_path(cells[cell], best_trial.get(cell)) if cell in cells else None
-                panel_rows[row_label(model, method)] = load_examples(path) if path is not None else None
-                if path is not None and panel_rows[row_label(model, method)] is None:
-                    log.info("%s: no examples stored; shown as missing", path)
+        for model, method in grid.pairs():
+            cell = (model, method, dataset)
+            path = examples_path(cells[cell], best_trial.get(cell)) if cell in cells else None
+            panel_rows[row_label(model, method)] = load_examples(path) if path is not None else None
+            if path is not None and panel_rows[row_label(model, method)] is None:
+                log.info("%s: no examples stored; shown as missing", path)
         out.append(plot_qualitative(dataset, panel_rows, files["qualitative"][dataset], dpi=dpi))
     return [Path(p) for p in out]
