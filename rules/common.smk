@@ -8,6 +8,7 @@ from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
+from tunevlseg.models.registry import MODEL_METHODS, supports
 from tunevlseg.search_spaces import method_settings
 
 envvars:
@@ -54,6 +55,13 @@ def _check_config():
 
 _check_config()
 
+# Combinations a model cannot run (vision prompts on CRIS's ResNet) are left out of the grid.
+SKIPPED = [f"{m}·{k}" for m in BENCH["models"] for k in BENCH["methods"] if not supports(m, k)]
+if SKIPPED and not any(supports(m, k) for m in BENCH["models"] for k in BENCH["methods"]):
+    raise WorkflowError(f"config: benchmark: no model supports any of the methods; supported: {MODEL_METHODS}")
+if SKIPPED:
+    print(f"TuneVLSeg: not in the grid (model has no vision tokens): {', '.join(SKIPPED)}", file=sys.stderr)
+
 wildcard_constraints:
     dataset="|".join(config["datasets"]),
     model="|".join(config["models"]),
@@ -86,14 +94,19 @@ def weights_value(model):
     return weights_input(model) or config["models"][model]["weights"]
 
 
+def model_options(model):
+    """Loading options besides the weights (CRIS: backbone, tokenizer, image size, token budget)."""
+    return {k: v for k, v in config["models"][model].items() if k not in ("weights", "standin")}
+
+
 def cells():
-    return [(m, k, d) for m in BENCH["models"] for k in BENCH["methods"] for d in BENCH["datasets"]]
+    return [(m, k, d) for m in BENCH["models"] for k in BENCH["methods"] if supports(m, k) for d in BENCH["datasets"]]
 
 
 def standin_settings(model):
     s = config["models"][model]["standin"]
     keys = ("arch", "vocabulary", "epochs", "batch_size", "lr", "min_grounding_gap")
-    return as_json({**{k: s[k] for k in keys if k in s}, "seed": config["seed"], "device": config["device"]})
+    return as_json({**{k: s[k] for k in keys if k in s}, "model": model, "seed": config["seed"], "device": config["device"]})
 
 
 # Tuning keys that shape how a cell runs, not its result: not part of the cell's params.
@@ -109,6 +122,7 @@ def cell_settings(w):
             "method": w.method,
             "dataset": w.dataset,
             "weights": weights_value(w.model),
+            "model_options": model_options(w.model),
             "prompt_key": config["prompt"],
             "seed": config["seed"],
             "device": config["device"],

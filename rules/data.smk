@@ -1,4 +1,23 @@
-# Data: synthetic raw layouts, then split + resize + cache per (dataset, size).
+# Data: synthetic raw layouts, or real releases (obtain -> index); then split + resize + cache per (dataset, size).
+from tunevlseg.data.ingest import prepare_settings
+
+RAW = config.get("raw_dir") or f"{R}/raw"
+
+# Downloads need the internet: run them on the submitting host, not on compute nodes.
+localrules:
+    obtain,
+
+
+def index_input(w):
+    """The folder with samples.csv that `prepare` reads: synthetic raw layout or the real dataset's index."""
+    if config["datasets"][w.dataset]["source"] == "synthetic":
+        return f"{R}/raw/{w.dataset}"
+    return f"{R}/index/{w.dataset}"
+
+
+def data_threads(wildcards):
+    """Real datasets decode thousands of images: all cores of the job; the small synthetic ones keep 2."""
+    return 2 if config["datasets"][wildcards.dataset]["source"] == "synthetic" else max(workflow.cores, 1)
 
 
 rule synth:
@@ -6,7 +25,7 @@ rule synth:
         directory(f"{R}/raw/{{dataset}}"),
     params:
         settings=lambda w: as_json(
-            {**config["datasets"][w.dataset]["synthetic"], "image_size": config["models"][BENCH["models"][0]]["image_size"]}
+            {**config["datasets"][w.dataset]["synthetic"], "image_size": max(model_size(m) for m in BENCH["models"])}
         ),
     conda:
         "../envs/tunevlseg.yaml"
@@ -16,19 +35,44 @@ rule synth:
         "tunevlseg synth --out {output} --settings {params.settings:q} > {log} 2>&1"
 
 
+rule obtain:
+    output:
+        f"{R}/sources/{{dataset}}.json",
+    params:
+        source=lambda w: config["datasets"][w.dataset]["source"],
+        raw_dir=RAW,
+        archive=lambda w: config["datasets"][w.dataset].get("archive", ""),
+    conda:
+        "../envs/tunevlseg.yaml"
+    log:
+        f"{R}/logs/obtain/{{dataset}}.log",
+    shell:
+        "tunevlseg data obtain --source {params.source} --raw-dir {params.raw_dir:q} --archive={params.archive:q}"
+        " --out {output} > {log} 2>&1"
+
+
+rule index:
+    input:
+        f"{R}/sources/{{dataset}}.json",
+    output:
+        directory(f"{R}/index/{{dataset}}"),
+    threads: data_threads
+    conda:
+        "../envs/tunevlseg.yaml"
+    log:
+        f"{R}/logs/index/{{dataset}}.log",
+    shell:
+        "tunevlseg data index --receipt {input} --out {output} --threads {threads} > {log} 2>&1"
+
+
 rule prepare:
     input:
-        raw=f"{R}/raw/{{dataset}}",
+        raw=index_input,
     output:
         directory(f"{R}/prepared/{{dataset}}/{{size}}"),
     params:
-        settings=lambda w: as_json(
-            {
-                "seed": config["datasets"][w.dataset].get("split_seed", 0),
-                "split_fractions": config["datasets"][w.dataset].get("split_fractions", [0.7, 0.15, 0.15]),
-            }
-        ),
-    threads: 2
+        settings=lambda w: as_json(prepare_settings(config["datasets"][w.dataset])),
+    threads: data_threads
     conda:
         "../envs/tunevlseg.yaml"
     log:

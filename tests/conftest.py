@@ -32,3 +32,12 @@ def tiny_adapter(tiny_model_dir):
     adapter = CLIPSegAdapter(model, tokenizer)
     adapter.requires_grad_(False)
     return adapter.eval()
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Run a module's tests with one intra-op thread, restoring the previous count after."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -76,21 +76,67 @@ def cmd_tune(args) -> None:
         write_json(Path(args.marker), {"worker": args.worker, "ran": runner.ran, "study": states})
 
 
+def _report_grid(opts: dict, best_paths: list[Path] | None = None):
+    """The grid from ``--settings`` (models, methods, datasets, domains), else from the best.json files."""
+    from .report.collect import load_best
+    from .report.layout import Grid
+
+    if any(k in opts for k in ("models", "methods", "datasets")) or best_paths is None:
+        return Grid.from_settings(opts)
+    best = load_best(best_paths)
+    unique = lambda col: tuple(dict.fromkeys(best[col]))  # noqa: E731 (first-seen order)
+    return Grid(unique("model"), unique("method"), tuple(sorted(set(best["dataset"]))), opts.get("domains") or {})
+
+
 def cmd_aggregate(args) -> None:
-    from .report.collect import load_best, load_trials
-    from .report.figures import depth_correlations, plot_depth_vs_dice, plot_dice_heatmap
-    from .report.tables import write_dice_tables
-    from .jsonio import write_csv
+    from .report.collect import CELL_KEYS, load_best
+    from .report.render import render_report
 
     opts = _settings(args.settings)
-    best = load_best([Path(p) for p in args.best])
-    trials = load_trials([Path(p) for p in args.trials])
-    write_dice_tables(best, Path(args.tables), datasets=opts.get("datasets"), rows=opts.get("rows"))
-    figures = Path(args.figures)
-    dpi = opts.get("dpi", 150)
-    plot_dice_heatmap(best, figures / "dice_heatmap.png", dpi=dpi)
-    plot_depth_vs_dice(trials, figures / "depth_vs_dice.png", dpi=dpi)
-    write_csv(figures / "depth_vs_dice.csv", depth_correlations(trials))
+    best_paths = [Path(p) for p in args.best]
+    best = load_best(best_paths)  # fails naming a malformed file before anything is written
+    cells = {tuple(row[k] for k in CELL_KEYS): path.parent
+             for (_, row), path in zip(best.iterrows(), best_paths, strict=True)}
+    grid = _report_grid(opts, best_paths)
+    trial_files = [Path(p) for p in args.trials] if args.trials else None
+    render_report(grid, cells, Path(args.tables), Path(args.figures), dpi=opts.get("dpi", 150),
+                  trial_files=trial_files)
+
+
+def _config_settings(path: Path) -> dict:
+    """Report settings (grid, domains, dpi, results folder) from a workflow config file."""
+    import yaml
+
+    if not path.is_file():
+        raise FileNotFoundError(f"config file not found: {path}")
+    cfg = yaml.safe_load(path.read_text()) or {}
+    bench = cfg.get("benchmark")
+    if not isinstance(bench, dict):
+        raise ValueError(f"{path}: no benchmark section (models, methods, datasets)")
+    datasets = cfg.get("datasets") or {}
+    domains = {d: datasets[d]["domain"] for d in bench.get("datasets", [])
+               if isinstance(datasets.get(d), dict) and datasets[d].get("domain")}
+    return {**(cfg.get("report") or {}), "models": bench.get("models"), "methods": bench.get("methods"),
+            "datasets": bench.get("datasets"), "domains": domains, "results": cfg.get("results", "results")}
+
+
+def cmd_report(args) -> None:
+    from .report.layout import cell_dir
+    from .report.render import find_cells, render_report
+
+    opts = _config_settings(Path(args.config)) if args.config else {}
+    opts.update(_settings(args.settings))
+    if not (args.config or args.settings != "{}"):
+        raise ValueError("give the grid with --config config.yaml or --settings JSON")
+    grid = _report_grid(opts)
+    results = Path(args.results or opts.get("results", "results"))
+    out = results / "partial"
+    tables = Path(args.tables) if args.tables else out / "tables" / "dice"
+    figures = Path(args.figures) if args.figures else out / "figures"
+    cells = find_cells(results, grid, partial=args.partial)
+    study_dirs = {c: cell_dir(results, *c) for c in grid.tuned_cells()}
+    render_report(grid, cells, tables, figures, dpi=opts.get("dpi", 150), study_dirs=study_dirs)
+    print(f"{len(cells)}/{len(grid.cells())} cells finished; tables {tables}.md, figures in {figures}")
 
 
 def cmd_show_table(args) -> None:
@@ -134,12 +180,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_tune)
 
     p = sub.add_parser("aggregate", help="Dice tables and figures from finished cells")
-    p.add_argument("--best", nargs="+", required=True)
-    p.add_argument("--trials", nargs="+", required=True)
+    p.add_argument("--best", nargs="+", required=True, help="best.json of every cell (its folder is read too)")
+    p.add_argument("--trials", nargs="+", help="trials.csv files (default: next to each best.json)")
     p.add_argument("--tables", required=True, help="output prefix, e.g. results/tables/dice")
     p.add_argument("--figures", required=True, help="output folder for the figures")
-    p.add_argument("--settings", default="{}")
+    p.add_argument("--settings", default="{}", help='JSON: {"dpi", "models", "methods", "datasets", "domains"}')
     p.set_defaults(func=cmd_aggregate)
+
+    p = sub.add_parser("report", help="tables and figures from the cells found under a results folder")
+    p.add_argument("--partial", action="store_true",
+                   help="report the finished cells and mark the others '—' (default: all must be finished)")
+    p.add_argument("--config", help="workflow config (e.g. config.yaml) giving the grid, domains, dpi, results")
+    p.add_argument("--settings", default="{}",
+                   help='JSON: {"models", "methods", "datasets", "domains", "dpi"}; overrides --config')
+    p.add_argument("--results", help="results folder holding cells/<model>/<method>/<dataset> "
+                                     "(default: the config's `results`, else results)")
+    p.add_argument("--tables", help="output prefix (default: <results>/partial/tables/dice)")
+    p.add_argument("--figures", help="output folder for the figures (default: <results>/partial/figures)")
+    p.set_defaults(func=cmd_report)
+    from .data.cli import add_parser as add_data_parser
+
+    add_data_parser(sub)
 
     p = sub.add_parser("show-table", help="print a table file")
     p.add_argument("path")

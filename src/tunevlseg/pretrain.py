@@ -1,4 +1,4 @@
-"""Train the demo's stand-in for pretrained CLIPSeg weights, and check that it is grounded.
+"""Train the demo's stand-in for pretrained CLIPSeg or CRIS weights, and check that it is grounded.
 
 A randomly initialised model trained for minutes learns to segment salient
 objects and easily ignores its prompt (DESIGN.md §10). The stand-in data are
@@ -20,8 +20,8 @@ from tqdm.auto import tqdm
 from .data.atomic import atomic_dir
 from .data.cache import PreparedSplit
 from .jsonio import write_json
-from .models.clipseg import CLIPSegAdapter
-from .models.standin import build_standin, build_tokenizer, save_standin
+from .models.registry import build_standin, save_standin
+from .models.standin import build_tokenizer
 from .train.loop import TrainSettings, make_loader, autocast_for, make_loss, pick_device
 from .train.metrics import dice_iou
 
@@ -30,8 +30,11 @@ log = logging.getLogger(__name__)
 
 def pretrain_standin(prepared_dir: Path, out_dir: Path, arch: dict, vocabulary: list[str], epochs: int = 40,
                      batch_size: int = 32, lr: float = 1e-3, seed: int = 0, device: str = "auto",
-                     min_grounding_gap: float = 0.0, check_every: int = 5) -> dict:
-    """Train a tiny CLIPSeg end to end on ``prepared_dir`` and save it to ``out_dir`` (atomically).
+                     min_grounding_gap: float = 0.0, check_every: int = 5, model: str = "clipseg") -> dict:
+    """Train a tiny ``model`` (clipseg or cris) end to end on ``prepared_dir``; save it to ``out_dir`` atomically.
+
+    The folder is written in the model's public format (``save_pretrained`` for CLIPSeg, the
+    community checkpoint layout for CRIS), so the benchmark loads it through the real loader.
 
     Returns the grounding report (also saved as ``grounding.json`` in ``out_dir``).
     Raises ``RuntimeError`` if the right-prompt Dice does not beat the shuffled-prompt
@@ -42,8 +45,8 @@ def pretrain_standin(prepared_dir: Path, out_dir: Path, arch: dict, vocabulary: 
     dev = pick_device(device)
     train, val = PreparedSplit(prepared_dir, "train"), PreparedSplit(prepared_dir, "val")
     tokenizer = build_tokenizer(vocabulary, max_length=arch.get("max_text_length", 32))
-    model = build_standin(arch, tokenizer)
-    adapter = CLIPSegAdapter(model, tokenizer).to(dev)
+    arch = {k: v for k, v in arch.items() if k != "max_text_length"} if model == "cris" else arch
+    adapter = build_standin(model, arch, tokenizer).to(dev)
     settings = TrainSettings(lr=lr, batch_size=batch_size, epochs=epochs, seed=seed)
     loss_fn = make_loss(settings)
     optimizer = torch.optim.AdamW(adapter.parameters(), lr=lr, weight_decay=1e-4)
@@ -78,9 +81,9 @@ def pretrain_standin(prepared_dir: Path, out_dir: Path, arch: dict, vocabulary: 
         raise RuntimeError(
             f"stand-in is not grounded: val Dice {report['val_dice_right_prompt']:.3f} with the right prompt vs "
             f"{report['val_dice_shuffled_prompt']:.3f} with shuffled prompts (gap < {min_grounding_gap}); "
-            f"train longer (models.clipseg.standin.epochs) or on more images")
+            f"train longer (models.{model}.standin.epochs) or on more images")
     with atomic_dir(Path(out_dir)) as tmp:
-        save_standin(adapter.model.cpu(), tokenizer, tmp)
+        save_standin(model, adapter.cpu(), tmp)
         write_json(tmp / "grounding.json", report)
     return report
 

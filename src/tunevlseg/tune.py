@@ -41,10 +41,10 @@ from optuna.trial import TrialState
 from .data.cache import PreparedSplit, manifest_hash
 from . import preempt
 from .jsonio import write_csv, write_json
-from .models.clipseg import CLIPSegAdapter, load_clipseg
+from .models.registry import load_adapter as load_model_adapter
 from .prompts import METHODS, build_learner
 from .provenance import environment
-from .train.loop import RESUME_FILE, TrainSettings, evaluate_test, freeze, make_loss, pick_device, summarize_rows, train_prompts, validate
+from .train.loop import RESUME_FILE, TrainSettings, evaluate_test, make_loss, pick_device, summarize_rows, train_prompts, validate
 
 log = logging.getLogger(__name__)
 SEARCH_KEYS_NOT_METHOD = {"lr", "weight_decay"}
@@ -58,6 +58,7 @@ class CellSpec:
     method: str
     dataset: str
     weights: str
+    model_options: dict = field(default_factory=dict)
     prompt_key: str = "p1"
     n_trials: int = 20
     seed: int = 0
@@ -98,14 +99,9 @@ def suggest(trial: optuna.Trial, space: dict) -> dict:
     return params
 
 
-def load_adapter(spec: CellSpec) -> CLIPSegAdapter:
+def load_adapter(spec: CellSpec):
     """The frozen model of a cell, loaded through the public loading path."""
-    if spec.model != "clipseg":
-        raise ValueError(f"model '{spec.model}' is not available yet; known: clipseg")
-    model, tokenizer = load_clipseg(spec.weights)
-    adapter = CLIPSegAdapter(model, tokenizer)
-    freeze(adapter)
-    return adapter
+    return load_model_adapter(spec.model, spec.weights, spec.model_options)
 
 
 def make_learner(spec: CellSpec, adapter, depth: int, hparams: dict):

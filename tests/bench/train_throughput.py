@@ -1,7 +1,10 @@
-"""Training-step throughput per method on the demo stand-in, the share of step time spent loading
-data, and the peak memory of a training step.
+"""Training-step throughput per method, the share of step time spent loading data, and the peak
+memory of a training step: on the demo stand-ins, or on CRIS-R50 at its paper size (416).
 
-Prints figures; asserts nothing. Run: .venv/bin/python tests/bench/train_throughput.py [--steps 20]
+Prints figures; asserts nothing. Run:
+    .venv/bin/python tests/bench/train_throughput.py [--steps 20]              # demo CLIPSeg
+    .venv/bin/python tests/bench/train_throughput.py --model cris              # demo CRIS
+    .venv/bin/python tests/bench/train_throughput.py --model cris --paper --batch-size 4 --steps 3
 Each method runs in its own process so that its peak resident memory (CPU) or peak CUDA
 allocation (GPU) is its own.
 """
@@ -23,9 +26,10 @@ from torch.utils.data import DataLoader
 from tunevlseg.data.cache import PreparedSplit, SegmentationDataset
 from tunevlseg.data.prepare import prepare_dataset
 from tunevlseg.data.synthetic import write_synthetic
-from tunevlseg.models.clipseg import CLIPSegAdapter
-from tunevlseg.models.standin import build_standin, build_tokenizer
-from tunevlseg.prompts import METHODS, build_learner
+from tunevlseg.models.cris import CRIS, CRISAdapter, CRISConfig
+from tunevlseg.models.registry import MODEL_METHODS, build_standin
+from tunevlseg.models.standin import build_tokenizer
+from tunevlseg.prompts import build_learner
 from tunevlseg.train.loop import freeze, make_loss, TrainSettings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -61,17 +65,27 @@ def peak_memory_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def build_adapter(model: str, paper: bool):
+    """(frozen adapter, image size): the demo stand-in of ``model``, or CRIS-R50 at 416 (random weights)."""
+    cfg = yaml.safe_load((REPO / "config.yaml").read_text())["models"][model]["standin"]
+    if model == "cris" and paper:
+        tokenizer = build_tokenizer(cfg["vocabulary"], max_length=77)
+        adapter, size = CRISAdapter(CRIS(CRISConfig.rn50()), tokenizer), 416
+    else:
+        tokenizer = build_tokenizer(cfg["vocabulary"], max_length=cfg["arch"].get("max_text_length", 32))
+        adapter, size = build_standin(model, cfg["arch"], tokenizer), cfg["arch"]["image_size"]
+    freeze(adapter)
+    return adapter, size
+
+
 def run_one(method: str, args) -> None:
     """Time one method on a fresh synthetic cache and print one table row."""
     torch.set_num_threads(args.threads)
-    cfg = yaml.safe_load((REPO / "config.yaml").read_text())["models"]["clipseg"]["standin"]
-    tokenizer = build_tokenizer(cfg["vocabulary"])
-    adapter = CLIPSegAdapter(build_standin(cfg["arch"], tokenizer), tokenizer)
-    freeze(adapter)
+    adapter, size = build_adapter(args.model, args.paper)
     with tempfile.TemporaryDirectory() as tmp:
         raw, prepared = Path(tmp) / "raw", Path(tmp) / "prepared"
-        write_synthetic("tissue", raw, n=400, image_size=cfg["arch"]["image_size"], seed=0)
-        prepare_dataset(raw, prepared, size=cfg["arch"]["image_size"])
+        write_synthetic("tissue", raw, n=max(40, 4 * args.batch_size), image_size=size, seed=0)
+        prepare_dataset(raw, prepared, size=size)
         loader = DataLoader(SegmentationDataset(PreparedSplit(prepared, "train"), augment=True),
                             batch_size=args.batch_size, shuffle=True)
         data_s, data_n = time_steps(adapter, build_learner("zeroshot", adapter.dims, 0), loader, args.steps, False)
@@ -89,16 +103,20 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--model", choices=sorted(MODEL_METHODS), default="clipseg")
+    parser.add_argument("--paper", action="store_true", help="CRIS-R50 at 416 instead of the demo stand-in")
     parser.add_argument("--only", help="run one method in this process (used internally)")
     args = parser.parse_args()
     if args.only:
         run_one(args.only, args)
         return
-    print(f"demo stand-in, batch {args.batch_size}, {args.threads} threads, {args.steps} steps (depth 2)")
+    what = "CRIS-R50 at 416" if args.paper and args.model == "cris" else f"demo {args.model} stand-in"
+    print(f"{what}, batch {args.batch_size}, {args.threads} threads, {args.steps} steps (depth 2)")
     print(f"{'method':<18}{'images/s':>10}{'data share':>12}{'peak MB':>12}{'trainable':>12}", flush=True)
-    for method in METHODS:
-        subprocess.run([sys.executable, __file__, "--only", method, "--steps", str(args.steps),
-                        "--batch-size", str(args.batch_size), "--threads", str(args.threads)], check=True)
+    for method in MODEL_METHODS[args.model]:
+        subprocess.run([sys.executable, __file__, "--only", method, "--steps", str(args.steps), "--model", args.model,
+                        "--batch-size", str(args.batch_size), "--threads", str(args.threads)]
+                       + (["--paper"] if args.paper else []), check=True)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ One module-scoped run, then checks of what a rerun schedules.
 from __future__ import annotations
 
 import copy
+import itertools
 import os
 import re
 import shutil
@@ -16,6 +17,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+
+from tunevlseg.models.registry import supports
 
 REPO = Path(__file__).resolve().parents[2]
 SNAKEMAKE = Path(sys.executable).with_name("snakemake")
@@ -28,8 +31,8 @@ def reduced_config() -> dict:
     cfg["datasets"]["shapes"]["synthetic"]["n"] = 160
     cfg["datasets"]["tissue"]["synthetic"]["n"] = 60
     cfg["datasets"]["ctvolumes"]["synthetic"]["n"] = 6
-    standin = cfg["models"]["clipseg"]["standin"]
-    standin.update(epochs=2, min_grounding_gap=-1.0)
+    for model in cfg["models"].values():
+        model["standin"].update(epochs=2, min_grounding_gap=-1.0)
     cfg["tuning"]["n_trials"] = 2
     cfg["training"].update(epochs=2, batch_size=16)
     return cfg
@@ -54,6 +57,12 @@ def planned_jobs(workdir: Path, *args: str) -> dict[str, int]:
     return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M) if m.group(1) != "total"}
 
 
+def grid_rows(cfg: dict) -> list[tuple[str, str]]:
+    """(model, method) pairs of the grid: every combination the model supports."""
+    bench = cfg["benchmark"]
+    return [(m, k) for m in bench["models"] for k in bench["methods"] if supports(m, k)]
+
+
 def write_config(workdir: Path, cfg: dict) -> None:
     (workdir / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
 
@@ -72,12 +81,13 @@ def test_table_has_every_cell(demo_run):
     workdir, cfg = demo_run
     table = pd.read_csv(workdir / "results/tables/dice.csv")
     bench = cfg["benchmark"]
-    assert len(table) == len(bench["models"]) * len(bench["methods"])
+    assert len(table) == len(grid_rows(cfg))
     for dataset in bench["datasets"]:
         values = table[f"{dataset}_mean"]
         assert values.notna().all() and values.between(0, 1).all(), dataset
     md = (workdir / "results/tables/dice.md").read_text()
     assert "clipseg · zeroshot" in md and "clipseg · vpt" in md and "—" not in md
+    assert "cris · coop" in md and "cris · cocoop" in md and "cris · vpt" not in md  # no vision tokens
     for fig in ("dice_heatmap.png", "depth_vs_dice.png"):
         assert (workdir / "results/figures" / fig).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -131,9 +141,9 @@ def test_new_dataset_schedules_only_its_cells(demo_run):
         jobs = planned_jobs(workdir)
     finally:
         write_config(workdir, cfg)
-    n_methods = len(cfg["benchmark"]["methods"])
-    assert jobs.get("synth") == 1 and jobs.get("prepare") == 1 and jobs.get("pretrain_standin") is None
-    assert jobs["tune"] == n_methods
+    n_models = len({cfg["models"][m]["image_size"] for m in cfg["benchmark"]["models"]})  # one cache per size
+    assert jobs.get("synth") == 1 and jobs.get("prepare") == n_models and jobs.get("pretrain_standin") is None
+    assert jobs["tune"] == len(grid_rows(cfg))
 
 
 def test_report_code_edit_reruns_only_aggregation(demo_run):
@@ -149,11 +159,61 @@ def test_report_code_edit_reruns_only_aggregation(demo_run):
         os.utime(source, ns=(stat.st_atime_ns, stat.st_mtime_ns))
 
 
+def caption_phrases() -> dict[str, str]:
+    """A plain-ASCII opening phrase of every caption file (how the report HTML must show it)."""
+    phrases = {}
+    for rst in sorted((REPO / "workflow/report").glob("*.rst")):
+        words = list(itertools.takewhile(str.isascii, rst.read_text().split()))[:6]
+        assert len(words) >= 3, rst  # keep caption openings ASCII: the HTML may escape the rest
+        phrases[rst.name] = " ".join(words)
+    return phrases
+
+
+def test_snakemake_report_embeds_every_figure_with_its_caption(demo_run):
+    workdir, cfg = demo_run
+    out = snakemake(workdir, "--report", "results/report.html", timeout=300)
+    assert out.returncode == 0, out.stderr[-4000:]
+    html = (workdir / "results/report.html").read_text()
+    missing = [name for name, phrase in caption_phrases().items() if phrase not in html]
+    assert not missing, missing
+    added = re.findall(r"^Adding (\S+) \(", out.stdout + out.stderr, re.M)
+    bench = cfg["benchmark"]
+    n_tuned = len(bench["models"]) * len([m for m in bench["methods"] if m != "zeroshot"]) * len(bench["datasets"])
+    # tables csv, heat map, domain bars, depth figure + csv, 2 Optuna figures per tuned cell, 1 panel per dataset
+    assert len(added) == 5 + 2 * n_tuned + len(bench["datasets"]), added
+
+
+def test_partial_report_marks_unfinished_cell_and_never_schedules_cells(demo_run, tmp_path):
+    """report_partial in a copy of the finished demo where one cell has not finished yet."""
+    workdir, cfg = demo_run
+    write_config(tmp_path, cfg)
+    shutil.copytree(workdir / "results/cells", tmp_path / "results/cells",
+                    ignore=shutil.ignore_patterns("best.pt"))
+    held_back = tmp_path / "results/cells/clipseg/vpt/ctvolumes"
+    shutil.move(held_back, tmp_path / "vpt_ctvolumes")
+    assert planned_jobs(tmp_path, "report_partial") == {"report_partial": 1}
+    out = snakemake(tmp_path, "report_partial", timeout=300)
+    assert out.returncode == 0, out.stderr[-4000:]
+    full = pd.read_csv(workdir / "results/tables/dice.csv", index_col=0)
+    partial = pd.read_csv(tmp_path / "results/partial/tables/dice.csv", index_col=0)
+    assert partial.loc["clipseg · vpt", ["ctvolumes_mean", "ctvolumes_std"]].isna().all()
+    assert partial.loc["clipseg · vpt", "tissue_mean"] == full.loc["clipseg · vpt", "tissue_mean"]
+    others = dict(index="clipseg · vpt", columns="mean")
+    pd.testing.assert_frame_equal(partial.drop(**others), full.drop(**others))
+    md = (tmp_path / "results/partial/tables/dice.md").read_text()
+    vpt_row = next(line for line in md.splitlines() if line.startswith("| clipseg · vpt |"))
+    assert vpt_row.split(" | ")[2] == "—" and md.count("—") == 1
+    assert planned_jobs(tmp_path, "report_partial") == {}
+    shutil.move(tmp_path / "vpt_ctvolumes", held_back)  # the cell finishes: the partial report is stale
+    assert planned_jobs(tmp_path, "report_partial") == {"report_partial": 1}
+
+
 @pytest.mark.parametrize("edit,expected", [
     (lambda c: c["benchmark"]["methods"].append("coopp"), ["coopp", "coop", "vpt"]),
     (lambda c: c["benchmark"]["datasets"].append("kvasirr"), ["kvasirr", "benchmark.datasets", "tissue"]),
     (lambda c: c["methods"]["vpt"]["search"]["lr"].update(high=5.0), ["lr", "high", "5.0"]),
     (lambda c: c["benchmark"]["models"].append("crisp"), ["crisp", "clipseg"]),
+    (lambda c: c["benchmark"].update(models=["cris"], methods=["vpt", "maple"]), ["no model supports", "cris"]),
 ])
 def test_bad_config_fails_at_start_naming_the_key(tmp_path, edit, expected):
     cfg = reduced_config()

@@ -37,12 +37,8 @@ def _inputs(batch: int = 2):
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _one_thread():
+def _single_thread(one_thread):
     """Tiny tensors: intra-op threads only add synchronisation (seconds per forward on a busy 2-core box)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -280,3 +276,14 @@ def test_depth1_prompt_equals_inserting_the_same_tokens(tiny):
     torch.testing.assert_close(state, ref_state)
     torch.testing.assert_close(words[mask], ref_words[ref_mask])
     assert torch.equal(mask, ref_mask)
+
+
+@pytest.mark.parametrize("depth", [1, 5, 11])
+def test_trainable_counts_at_rn50_widths(depth):
+    """CoOp 2048·d and CoCoOp d·(2560 + 1537h) with the dims a CRIS-R50 adapter exposes."""
+    with torch.device("meta"):
+        dims = CRISAdapter(CRIS(CRISConfig.rn50()), build_tokenizer(["polyp"], max_length=77)).dims
+        assert sum(p.numel() for p in build_learner("coop", dims, depth).parameters()) == 2048 * depth
+        for h in (32, 64, 128):
+            learner = build_learner("cocoop", dims, depth, hidden=h)
+            assert sum(p.numel() for p in learner.parameters()) == depth * (2560 + 1537 * h), h

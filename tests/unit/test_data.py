@@ -226,7 +226,7 @@ def test_prepare_2d(tissue_raw, tmp_path):
     assert sum(meta["split_sizes"].values()) == 40 and min(meta["split_sizes"].values()) > 0
     manifest = read_csv(tmp_path / "prep" / "manifest.csv")
     assert list(manifest[0]) == [
-        "id", "split", "source_image", "source_mask", "content_hash", "orig_h", "orig_w", "group", "p0", "p1",
+        "id", "split", "source_image", "source_mask", "content_hash", "orig_h", "orig_w", "group", "p0", "p1", "p2", "p3", "p4",
     ]
     assert {m["p1"] for m in manifest} == {"polyp."} and {m["p0"] for m in manifest} == {""}
     split_of_group: dict[str, set] = {}

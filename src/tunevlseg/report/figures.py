@@ -21,7 +21,8 @@ from scipy import stats
 from tunevlseg.report.collect import BASELINES, atomic_path, order_rows, with_row_labels
 from tunevlseg.report.tables import dice_numeric
 
-__all__ = ["depth_correlations", "plot_depth_vs_dice", "plot_dice_heatmap"]
+__all__ = ["depth_correlations", "new_figure", "placeholder", "plot_depth_vs_dice", "plot_dice_heatmap", "row_palette",
+           "save_figure"]
 
 NO_TRIALS = "no completed trials"
 CORR_COLUMNS = ("dataset", "model", "method", "n", "rho", "p")
@@ -33,47 +34,49 @@ MARKERS = ("o", "s", "^", "D", "v")  # one per model, on top of the colour per m
 # --------------------------------------------------------------------------- helpers
 
 
-def _new_figure(width: float, height: float) -> Figure:
+def new_figure(width: float, height: float) -> Figure:
     fig = Figure(figsize=(width, height), layout="constrained")
     FigureCanvasAgg(fig)
     return fig
 
 
-def _save(fig: Figure, out_png: Path, dpi: int) -> Path:
+def save_figure(fig: Figure, out_png: Path, dpi: int) -> Path:
     out_png = Path(out_png)
     with atomic_path(out_png) as tmp:
         fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight", facecolor="white")
     return out_png
 
 
-def _placeholder(out_png: Path, dpi: int, title: str, message: str = NO_TRIALS) -> Path:
+def placeholder(out_png: Path, dpi: int, title: str, message: str = NO_TRIALS) -> Path:
     """Save a small figure that only says ``message``."""
-    fig = _new_figure(5.0, 3.0)
+    fig = new_figure(5.0, 3.0)
     ax = fig.add_subplot()
     ax.set_title(title)
     ax.text(0.5, 0.5, message, ha="center", va="center", fontsize=14, transform=ax.transAxes)
     ax.set_axis_off()
-    return _save(fig, out_png, dpi)
+    return save_figure(fig, out_png, dpi)
 
 
 # --------------------------------------------------------------------------- heat map
 
 
-def plot_dice_heatmap(best: pd.DataFrame, out_png: Path, dpi: int = 150) -> Path:
+def plot_dice_heatmap(best: pd.DataFrame, out_png: Path, dpi: int = 150, datasets: list[str] | None = None,
+                      rows: list[str] | None = None) -> Path:
     """Heat map of test Dice (mean) with rows ``model · method`` and one column per dataset.
 
     Cells are annotated with the mean Dice (2 decimals) on a fixed 0..1 colour scale; absent
     cells (or cells without a completed trial) are left blank on a grey background.  With no
-    Dice value at all, the PNG only says "no completed trials".  Written atomically; returns
-    ``out_png``.
+    Dice value at all, the PNG only says "no completed trials".  ``datasets`` / ``rows`` fix the
+    grid (see :func:`tunevlseg.report.tables.dice_numeric`), so a partial report keeps unfinished
+    rows and columns.  Written atomically; returns ``out_png``.
     """
     title = "Test Dice per cell (mean over test cases)"
-    means, _ = dice_numeric(best)
+    means, _ = dice_numeric(best, datasets, rows)
     means = means.drop(columns="mean")
     if means.empty or means.isna().all().all():
-        return _placeholder(out_png, dpi, title)
+        return placeholder(out_png, dpi, title)
     n_rows, n_cols = means.shape
-    fig = _new_figure(3.0 + 1.1 * n_cols, 1.5 + 0.42 * n_rows)
+    fig = new_figure(3.0 + 1.1 * n_cols, 1.5 + 0.42 * n_rows)
     ax = fig.add_subplot()
     ax.set_facecolor("#d9d9d9")
     sns.heatmap(means, ax=ax, vmin=0.0, vmax=1.0, cmap="viridis", annot=True, fmt=".2f",
@@ -86,7 +89,7 @@ def plot_dice_heatmap(best: pd.DataFrame, out_png: Path, dpi: int = 150) -> Path
     for label in ax.get_xticklabels():
         label.set_horizontalalignment("right")
     ax.tick_params(axis="y", labelrotation=0)
-    return _save(fig, out_png, dpi)
+    return save_figure(fig, out_png, dpi)
 
 
 # --------------------------------------------------------------------------- depth vs Dice
@@ -173,7 +176,7 @@ def _draw_panel(ax, data: pd.DataFrame, zero_shot: pd.DataFrame, corr: pd.DataFr
               frameon=False, ncols=1)
 
 
-def _palette(rows: list[str]) -> dict[str, tuple]:
+def row_palette(rows: list[str]) -> dict[str, tuple]:
     colours = sns.color_palette("tab10" if len(rows) <= 10 else "husl", len(rows))
     return dict(zip(rows, colours, strict=True))
 
@@ -192,18 +195,18 @@ def plot_depth_vs_dice(trials: pd.DataFrame, out_png: Path, dpi: int = 150) -> P
     title = "Test Dice vs prompt depth (completed trials)"
     tuned = _tuned_trials(trials)
     if tuned.empty:
-        return _placeholder(out_png, dpi, title)
+        return placeholder(out_png, dpi, title)
     tuned = with_row_labels(tuned)
     corr = depth_correlations(trials)
     zero_shot = _zero_shot_lines(trials)
     datasets = sorted(tuned["dataset"].unique())
-    palette = _palette(order_rows(tuned))
+    palette = row_palette(order_rows(tuned))
     models = sorted(tuned["model"].unique())
     markers = {m: MARKERS[i % len(MARKERS)] for i, m in enumerate(models)}
     n_cols = min(PANEL_COLS, len(datasets))
     n_rows = math.ceil(len(datasets) / n_cols)
     legend_h = 0.22 * (len(palette) + zero_shot["model"].nunique()) + 0.4
-    fig = _new_figure(4.6 * n_cols, (3.4 + legend_h) * n_rows)
+    fig = new_figure(4.6 * n_cols, (3.4 + legend_h) * n_rows)
     axes = fig.subplots(n_rows, n_cols, sharey=True, squeeze=False).ravel()
     rng = np.random.default_rng(0)
     for i, (ax, dataset) in enumerate(zip(axes, datasets, strict=False)):
@@ -219,4 +222,4 @@ def plot_depth_vs_dice(trials: pd.DataFrame, out_png: Path, dpi: int = 150) -> P
     for ax in axes[len(datasets):]:
         ax.set_axis_off()
     fig.suptitle(title)
-    return _save(fig, out_png, dpi)
+    return save_figure(fig, out_png, dpi)

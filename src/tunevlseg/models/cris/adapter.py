@@ -5,7 +5,8 @@
 * CRIS's ResNet has no vision tokens: ``max_vision_depth`` is 0, vision prompts are refused;
 * CoCoOp's image feature is the spatial mean of C5 (``image_feature_dim`` = embed_dim).
 
-The frozen model (BatchNorm included) is kept in eval mode whatever ``train()`` is called with.
+The frozen model (BatchNorm included) is kept in eval mode whatever ``train()`` is called with
+(unless ``frozen_norm=False``: pretraining the demo stand-in end to end).
 """
 
 from __future__ import annotations
@@ -24,9 +25,11 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 class CRISAdapter(nn.Module):
     """Frozen CRIS exposing per-layer text prompt hooks for a ``PromptLearner``."""
 
-    def __init__(self, model: CRIS, tokenizer, mean=CLIP_MEAN, std=CLIP_STD, max_text_len: int | None = None):
+    def __init__(self, model: CRIS, tokenizer, mean=CLIP_MEAN, std=CLIP_STD, max_text_len: int | None = None,
+                 frozen_norm: bool = True):
         super().__init__()
         self.model = model
+        self.frozen_norm = frozen_norm  # False only when training CRIS itself (the demo stand-in)
         self.tokenizer = tokenizer
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
@@ -35,11 +38,13 @@ class CRISAdapter(nn.Module):
         self.prompt_tokenizer = PromptTokenizer(tokenizer, self.max_text_len, first_eos(tokenizer.eos_token_id))
         self.dims = ModelDims(text_width=cfg.text_width, vision_width=None, image_feature_dim=cfg.embed_dim,
                               max_text_depth=cfg.text_layers, max_vision_depth=0)
-        self.model.eval()
+        if frozen_norm:
+            self.model.eval()
 
     def train(self, mode: bool = True):
         super().train(mode)
-        self.model.eval()  # frozen BatchNorm statistics
+        if self.frozen_norm:
+            self.model.eval()  # frozen BatchNorm statistics
         return self
 
     # ----------------------------------------------------------------- inputs

@@ -1,0 +1,112 @@
+"""Write every table and figure of the report for a grid, from whatever cells are given.
+
+Used by ``tunevlseg aggregate`` (the workflow's rule: every cell finished) and by
+``tunevlseg report [--partial]`` (scans the results folder; with ``--partial`` cells that have not
+finished are shown as "—" / placeholders instead of being an error).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping
+from pathlib import Path
+
+import pandas as pd
+
+from tunevlseg.jsonio import write_csv
+from tunevlseg.report.collect import CELL_KEYS, load_best, load_trials, row_label
+from tunevlseg.report.domains import domain_means, plot_domain_bars
+from tunevlseg.report.figures import depth_correlations, plot_depth_vs_dice, plot_dice_heatmap
+from tunevlseg.report.layout import EXAMPLES_FILE, Grid, cell_dir, figure_files
+from tunevlseg.report.qualitative import load_examples, plot_qualitative
+from tunevlseg.report.study_figures import JOURNAL_FILE, load_study_snapshot, plot_history, plot_importances
+from tunevlseg.report.tables import write_dice_tables
+
+__all__ = ["examples_path", "find_cells", "render_report"]
+
+log = logging.getLogger(__name__)
+Cell = tuple[str, str, str]
+
+
+def find_cells(results: Path, grid: Grid, partial: bool) -> dict[Cell, Path]:
+    """Folders of the grid's cells under ``results`` that hold a ``best.json``.
+
+    Without ``partial`` a cell without ``best.json`` is an error listing the missing cells.
+    """
+    found, missing = {}, []
+    for cell in grid.cells():
+        folder = cell_dir(results, *cell)
+        if (folder / "best.json").is_file():
+            found[cell] = folder
+        else:
+            missing.append("/".join(cell))
+    if missing and not partial:
+        raise FileNotFoundError(f"{results}: {len(missing)} cell(s) have no best.json yet: "
+                                f"{', '.join(missing[:8])}{' ...' if len(missing) > 8 else ''} "
+                                "(use --partial to report the finished ones)")
+    return found
+
+
+def examples_path(folder: Path, trial: float) -> Path | None:
+    """The best trial's examples file of a cell (``trials/<nnn>/examples.npz``), None without a trial."""
+    if trial is None or (isinstance(trial, float) and math.isnan(trial)):
+        return None
+    return Path(folder) / "trials" / f"{int(trial):03d}" / EXAMPLES_FILE
+
+
+def _best_trials(best: pd.DataFrame) -> dict[Cell, float]:
+    return {tuple(r[k] for k in CELL_KEYS): r["trial"] for _, r in best.iterrows()}
+
+
+def render_report(grid: Grid, cells: Mapping[Cell, Path], tables: Path, figures: Path,
+                  dpi: int = 150, study_dirs: Mapping[Cell, Path] | None = None,
+                  trial_files: list[Path] | None = None) -> list[Path]:
+    """Write the Dice tables and every figure of :func:`figure_files` for ``grid``.
+
+    ``cells`` maps the finished cells to their folders (``best.json``, ``trials.csv``, trial
+    folders); grid cells left out appear as "—" in the tables, blank in the heat map, missing in the
+    domain bars and qualitative panels.  The Optuna figures of a tuned cell read ``study.journal``
+    in ``study_dirs[cell]`` when given (so a cell still running shows its history), else in
+    ``cells[cell]``.  ``trial_files`` default to the ``trials.csv`` of every finished cell.
+    Returns the paths written.
+    """
+    best_files = [Path(p) / "best.json" for p in cells.values()]
+    best = load_best(best_files)
+    foreign = [tuple(r[k] for k in CELL_KEYS) for _, r in best.iterrows()
+               if tuple(r[k] for k in CELL_KEYS) not in set(grid.cells())]
+    if foreign:
+        raise ValueError(f"best.json of cell(s) outside the configured grid: {foreign}")
+    if trial_files is None:
+        trial_files = [Path(p) / "trials.csv" for p in cells.values()]
+    trials = load_trials(trial_files)
+    rows, datasets = grid.rows(), list(grid.datasets)
+    out = list(write_dice_tables(best, Path(tables), datasets=datasets, rows=rows))
+    files = figure_files(figures, grid)
+    out.append(plot_dice_heatmap(best, files["heatmap"], dpi=dpi, datasets=datasets, rows=rows))
+    out.append(plot_depth_vs_dice(trials, files["depth"], dpi=dpi))
+    write_csv(Path(files["correlations"]), depth_correlations(trials))
+    domain_table = domain_means(best, grid.domains, datasets=datasets, rows=rows)
+    write_csv(Path(files["domain_table"]), domain_table)
+    out.append(plot_domain_bars(domain_table, files["domains"], dpi=dpi))
+    out += [Path(files["correlations"]), Path(files["domain_table"])]
+
+    study_dirs = dict(study_dirs or {})
+    for cell in grid.tuned_cells():
+        folder = study_dirs.get(cell, cells.get(cell))
+        study = load_study_snapshot(Path(folder) / JOURNAL_FILE) if folder is not None else None
+        title = " · ".join(cell)
+        out.append(plot_history(study, files["history"][cell], title, dpi=dpi))
+        out.append(plot_importances(study, files["importances"][cell], title, dpi=dpi))
+
+    best_trial = _best_trials(best)
+    for dataset in grid.datasets:
+        panel_rows = {}
+        for model, method in grid.pairs():
+            cell = (model, method, dataset)
+            path = examples_path(cells[cell], best_trial.get(cell)) if cell in cells else None
+            panel_rows[row_label(model, method)] = load_examples(path) if path is not None else None
+            if path is not None and panel_rows[row_label(model, method)] is None:
+                log.info("%s: no examples stored; shown as missing", path)
+        out.append(plot_qualitative(dataset, panel_rows, files["qualitative"][dataset], dpi=dpi))
+    return [Path(p) for p in out]

@@ -1,0 +1,34 @@
+"""The paper preset plans its whole grid without downloading anything, and replaces the demo config."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+
+from tunevlseg.search_spaces import PAPER_SEARCH_SPACES
+
+from .test_workflow import REPO, snakemake
+
+PRESET = REPO / "workflow" / "presets" / "paper.yaml"
+
+
+def test_paper_preset_plans_80_cells_with_paper_settings(tmp_path):
+    started = time.perf_counter()
+    out = snakemake(tmp_path, "-n", "-p", "--configfile", str(PRESET), timeout=300)
+    seconds = time.perf_counter() - started
+    text = out.stdout + out.stderr
+    assert out.returncode == 0, text[-3000:]
+    stats = text.split("Job stats:")[1].split("Reasons:")[0]
+    jobs = {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", stats, re.M)}
+    assert jobs["tune"] == 80 and jobs["obtain"] == 10 and jobs["prepare"] == 20  # 10 datasets × 2 sizes
+    assert "synth" not in jobs and "pretrain_standin" not in jobs  # nothing of the demo leaks in
+    settings = [json.loads(m.group(1)) for m in re.finditer(r"tunevlseg tune .*?--settings '(\{.*?\})'", text)]
+    assert len(settings) == 80
+    by_cell = {(s["model"], s["method"]): s for s in settings}
+    assert set(by_cell) == {("clipseg", m) for m in ("coop", "cocoop", "vpt", "maple", "shared_attention",
+                                                    "shared_separate")} | {("cris", "coop"), ("cris", "cocoop")}
+    for (model, method), s in by_cell.items():
+        assert s["n_trials"] == 20 and s["search"] == PAPER_SEARCH_SPACES[method]["search"], (model, method)
+    assert not (tmp_path / "results").exists()
+    print(f"paper preset dry run: {seconds:.1f} s")  # target ≤ 10 s (shown with pytest -s)
