@@ -24,7 +24,7 @@ CELL = "results/cells/clipseg/coop/tissue"
 
 def small_config() -> dict:
     cfg = reduced_config()
-    cfg["benchmark"].update(methods=["zeroshot", "coop"], datasets=["tissue"])
+    cfg["benchmark"].update(models=["clipseg"], methods=["zeroshot", "coop"], datasets=["tissue"])
     cfg["tuning"]["n_trials"] = 2
     cfg["training"].update(epochs=6, early_stopping_patience=6)
     return cfg

@@ -52,7 +52,7 @@ pytestmark = pytest.mark.skipif(_slurm_problem() is not None, reason=str(_slurm_
 def slurm_config() -> dict:
     """The reduced demo shrunk to one dataset and two cells; the coop cell split over two workers."""
     cfg = reduced_config()
-    cfg["benchmark"].update(methods=["zeroshot", "coop"], datasets=["tissue"])
+    cfg["benchmark"].update(models=["clipseg"], methods=["zeroshot", "coop"], datasets=["tissue"])
     cfg["tuning"].update(n_trials=3, workers_per_cell=2)
     cfg["training"].update(epochs=5, early_stopping_patience=5)  # long enough to be preempted mid-trial
     return cfg
