@@ -36,7 +36,8 @@ def _slurm_problem() -> str | None:
     except subprocess.TimeoutExpired:
         return "sinfo timed out: no SLURM controller reachable"
     if out.returncode != 0:
-        return f"no SLURM controller reachable (sinfo: {out.stderr.strip()[:200]}); see tests/slurm/start_slurm.sh"
+        last = out.stderr.strip().splitlines()[-1:] or ["no output"]
+        return f"no SLURM controller reachable (sinfo: {last[0][:160]}); start one with tests/slurm/start_slurm.sh"
     if "gpu" not in out.stdout:
         return "the SLURM cluster has no GPU GRES (tests/slurm/start_slurm.sh configures a fake one)"
     try:
@@ -46,7 +47,8 @@ def _slurm_problem() -> str | None:
     return None
 
 
-pytestmark = pytest.mark.skipif(_slurm_problem() is not None, reason=str(_slurm_problem()))
+_PROBLEM = _slurm_problem()
+pytestmark = pytest.mark.skipif(_PROBLEM is not None, reason=str(_PROBLEM))
 
 
 def slurm_config() -> dict:
