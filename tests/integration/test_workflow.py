@@ -178,7 +178,7 @@ def test_snakemake_report_embeds_every_figure_with_its_caption(demo_run):
     assert not missing, missing
     added = re.findall(r"^Adding (\S+) \(", out.stdout + out.stderr, re.M)
     bench = cfg["benchmark"]
-    n_tuned = len(bench["models"]) * len([m for m in bench["methods"] if m != "zeroshot"]) * len(bench["datasets"])
+    n_tuned = len([k for _, k in grid_rows(cfg) if k != "zeroshot"]) * len(bench["datasets"])
     # tables csv, heat map, domain bars, depth figure + csv, 2 Optuna figures per tuned cell, 1 panel per dataset
     assert len(added) == 5 + 2 * n_tuned + len(bench["datasets"]), added
 
