@@ -44,6 +44,8 @@ from .jsonio import write_csv, write_json
 from .models.registry import load_adapter as load_model_adapter
 from .prompts import METHODS, build_learner
 from .provenance import environment
+from .report.layout import EXAMPLES_FILE
+from .train.examples import save_examples
 from .train.loop import RESUME_FILE, TrainSettings, evaluate_test, make_loss, pick_device, summarize_rows, train_prompts, validate
 
 log = logging.getLogger(__name__)
@@ -264,6 +266,9 @@ class CellRunner:
         rows = evaluate_test(adapter, learner, self.splits["test"], settings.batch_size, self.device,
                              settings.amp, checkpoint=trial_dir / "best.pt")
         write_csv(trial_dir / "test_metrics.csv", pd.DataFrame(rows))
+        # evaluate_test loaded best.pt into the learner: the report's qualitative panel shows these
+        save_examples(adapter, learner, self.splits["test"], trial_dir / EXAMPLES_FILE, device=self.device,
+                      amp=settings.amp)
         for key, value in {**summarize_rows(rows), "val_dice": result.best_val_dice,
                            "last_val_loss": result.last_val_loss, "best_epoch": result.best_epoch,
                            "epochs_run": result.epochs_run,
@@ -282,6 +287,8 @@ class CellRunner:
                                       settings.batch_size, self.device, settings.amp)
         rows = evaluate_test(self.adapter, learner, self.splits["test"], settings.batch_size, self.device, settings.amp)
         write_csv(self.out_dir / "trials" / "000" / "test_metrics.csv", pd.DataFrame(rows))
+        save_examples(self.adapter, learner, self.splits["test"], self.out_dir / "trials" / "000" / EXAMPLES_FILE,
+                      device=self.device, amp=settings.amp)
         row = dict(trial=0, state="COMPLETE", depth=0, lr=None, weight_decay=None, val_dice=val_dice,
                    last_val_loss=val_loss, seed=self.spec.seed, duration_s=round(time.perf_counter() - started, 2),
                    n_trainable=0, **summarize_rows(rows))

@@ -14,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -104,6 +105,8 @@ def test_cell_outputs_and_provenance(demo_run):
     for _, row in trials.iterrows():
         trial_dir = cell / "trials" / f"{row['trial']:03d}"
         assert (trial_dir / "best.pt").stat().st_size < 100_000  # trainable parameters only
+        with np.load(trial_dir / "examples.npz") as examples:  # the report's qualitative panel
+            assert examples["prob"].shape == examples["gt"].shape and len(examples["ids"]) >= 1
         assert len(pd.read_csv(trial_dir / "epochs.csv")) >= 1
         per_image = pd.read_csv(trial_dir / "test_metrics.csv")
         assert len(per_image) == row["n_test"] > 0
