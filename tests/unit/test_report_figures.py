@@ -186,7 +186,7 @@ def test_qualitative_prediction_is_the_thresholded_probability():
             assert axes[r, j].texts[0].get_text() == f"{dice:.2f}"
         assert image_of(axes[2, j]) is None and axes[2, j].texts[0].get_text() == "—"
         assert image_of(axes[5, j]) is None and axes[5, j].texts[0].get_text() == "other samples"
-    assert [axes[r, 0].get_ylabel() for r in range(2, 6)] == list(rows)
+    assert [axes[r, 0].get_ylabel() for r in range(2, 6)] == [r.replace(" · ", "\n") for r in rows]
 
 
 def test_qualitative_without_any_examples_and_bad_file(tmp_path):

@@ -120,7 +120,7 @@ def qualitative_figure(dataset: str, rows: Mapping[str, dict | None],
                 continue
             pred = prediction_mask(examples["prob"][j], threshold)
             _show(axes[r, j], pred, f"{_dice(pred, reference['gt'][j]):.2f}", mask=True)
-        axes[r, 0].set_ylabel(label, fontsize=9)
+        axes[r, 0].set_ylabel(label.replace(" · ", "\n"), fontsize=9)  # model over method: fits the row
     fig.suptitle(f"{dataset}: best trial's prediction (probability > {threshold:g}) per cell")
     return fig
 
