@@ -41,3 +41,18 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def make_prepared(tmp_path_factory):
+    """Factory: write a synthetic dataset in its raw layout and prepare it; returns the prepared folder."""
+    from tunevlseg.data.prepare import prepare_dataset
+    from tunevlseg.data.synthetic import write_synthetic
+
+    def make(kind: str = "tissue", n: int = 24, seed: int = 3, size: int = 32):
+        root = tmp_path_factory.mktemp(f"{kind}_data")
+        write_synthetic(kind, root / "raw", n=n, image_size=size, seed=seed)
+        prepare_dataset(root / "raw", root / "prepared", size=size)
+        return root / "prepared"
+
+    return make

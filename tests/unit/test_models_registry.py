@@ -9,8 +9,6 @@ import pytest
 import torch
 from torch import nn
 
-from tunevlseg.data.prepare import prepare_dataset
-from tunevlseg.data.synthetic import write_synthetic
 from tunevlseg.models.cris import CRISAdapter
 from tunevlseg.models.cris.loading import CHECKPOINT_FILE, build_cris_standin, load_cris, save_cris_folder
 from tunevlseg.models.registry import MODEL_METHODS, load_adapter, supports
@@ -94,11 +92,8 @@ def test_cris_checkpoint_file_is_read_with_the_named_backbone(cris_dir):
 
 
 @pytest.fixture(scope="module")
-def shapes_prepared(tmp_path_factory):
-    root = tmp_path_factory.mktemp("shapes")
-    write_synthetic("shapes", root / "raw", n=48, image_size=32, seed=5)
-    prepare_dataset(root / "raw", root / "prepared", size=32)
-    return root / "prepared"
+def shapes_prepared(make_prepared):
+    return make_prepared("shapes", n=48, seed=5)
 
 
 @pytest.fixture(scope="module")
@@ -119,17 +114,15 @@ def test_cris_standin_is_saved_loadable_with_trained_batchnorm(cris_standin):
     assert not torch.allclose(bn.running_mean, torch.zeros_like(bn.running_mean))
 
 
-def test_cris_cocoop_cell_runs_and_records_depth(cris_standin, tmp_path):
+def test_cris_cocoop_cell_runs_and_records_depth(cris_standin, make_prepared, tmp_path):
     out, _ = cris_standin
-    root = tmp_path / "data"
-    write_synthetic("tissue", root / "raw", n=20, image_size=32, seed=3)
-    prepare_dataset(root / "raw", root / "prepared", size=32)
+    prepared = make_prepared("tissue", n=20, seed=3)
     space = {"lr": {"type": "float", "low": 1e-3, "high": 1e-2, "log": True},
              "depth": {"type": "int", "low": 1, "high": 5},
              "hidden": {"type": "categorical", "choices": [8, 16]}}
     spec = CellSpec(model="cris", method="cocoop", dataset="tissue", weights=str(out), n_trials=2, search=space,
                     training={"epochs": 1, "batch_size": 8, "progress": False})
-    runner = CellRunner(spec, root / "prepared", tmp_path / "cell")
+    runner = CellRunner(spec, prepared, tmp_path / "cell")
     runner.run()
     trials = pd.read_csv(tmp_path / "cell" / "trials.csv")
     assert (trials["state"] == "COMPLETE").sum() == 2

@@ -21,8 +21,6 @@ import torch
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 
-from tunevlseg.data.prepare import prepare_dataset
-from tunevlseg.data.synthetic import write_synthetic
 
 EPOCHS = 8
 SPACE = {"lr": {"type": "float", "low": 1e-3, "high": 1e-2, "log": True},
@@ -30,11 +28,8 @@ SPACE = {"lr": {"type": "float", "low": 1e-3, "high": 1e-2, "log": True},
 
 
 @pytest.fixture(scope="module")
-def prepared(tmp_path_factory):
-    root = tmp_path_factory.mktemp("resume_data")
-    write_synthetic("tissue", root / "raw", n=40, image_size=32, seed=5)
-    prepare_dataset(root / "raw", root / "prepared", size=32)
-    return root / "prepared"
+def prepared(make_prepared):
+    return make_prepared("tissue", n=40, seed=5)
 
 
 def settings(model_dir: Path, n_trials: int = 2) -> str:

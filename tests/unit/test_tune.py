@@ -9,8 +9,6 @@ import pandas as pd
 import pytest
 
 import tunevlseg.tune as tune
-from tunevlseg.data.prepare import prepare_dataset
-from tunevlseg.data.synthetic import write_synthetic
 from tunevlseg.tune import CellRunner, CellSpec
 
 SPACE = {"lr": {"type": "float", "low": 1e-3, "high": 1e-2, "log": True},
@@ -19,11 +17,8 @@ SPACE = {"lr": {"type": "float", "low": 1e-3, "high": 1e-2, "log": True},
 
 
 @pytest.fixture(scope="module")
-def prepared(tmp_path_factory):
-    root = tmp_path_factory.mktemp("cell_data")
-    write_synthetic("tissue", root / "raw", n=24, image_size=32, seed=3)
-    prepare_dataset(root / "raw", root / "prepared", size=32)
-    return root / "prepared"
+def prepared(make_prepared):
+    return make_prepared("tissue", n=24, seed=3)
 
 
 def spec(model_dir, method="coop", n_trials=2) -> CellSpec:
