@@ -2,6 +2,7 @@
 # Each rule receives only the part of the config it uses, so that changing, say, a
 # plotting option reruns only the aggregation (Snakemake reruns jobs whose params change).
 import json
+import shlex
 import os
 import sys
 from pathlib import Path
@@ -9,6 +10,8 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 
 from tunevlseg.models.registry import MODEL_METHODS, supports
+from tunevlseg.data.ingest import prepare_settings
+from tunevlseg.report.layout import Grid, figure_files
 from tunevlseg.search_spaces import method_settings
 
 envvars:
@@ -55,10 +58,17 @@ def _check_config():
 
 _check_config()
 
-# Combinations a model cannot run (vision prompts on CRIS's ResNet) are left out of the grid.
-SKIPPED = [f"{m}·{k}" for m in BENCH["models"] for k in BENCH["methods"] if not supports(m, k)]
-if SKIPPED and not any(supports(m, k) for m in BENCH["models"] for k in BENCH["methods"]):
+# The grid: every (model, method, dataset) the model can run; combinations it cannot (vision
+# prompts on CRIS's ResNet) are left out, and said so.
+GRID = Grid(
+    tuple(BENCH["models"]),
+    tuple(BENCH["methods"]),
+    tuple(BENCH["datasets"]),
+    {d: config["datasets"][d]["domain"] for d in BENCH["datasets"] if "domain" in config["datasets"][d]},
+)
+if not GRID.pairs():
     raise WorkflowError(f"config: benchmark: no model supports any of the methods; supported: {MODEL_METHODS}")
+SKIPPED = [f"{m}·{k}" for m in GRID.models for k in GRID.methods if not supports(m, k)]
 if SKIPPED:
     print(f"TuneVLSeg: not in the grid (model has no vision tokens): {', '.join(SKIPPED)}", file=sys.stderr)
 
@@ -100,7 +110,7 @@ def model_options(model):
 
 
 def cells():
-    return [(m, k, d) for m in BENCH["models"] for k in BENCH["methods"] if supports(m, k) for d in BENCH["datasets"]]
+    return GRID.cells()
 
 
 def standin_settings(model):
@@ -132,3 +142,74 @@ def cell_settings(w):
             **tuning,
         }
     )
+
+
+# ---- data rules
+RAW = config.get("raw_dir") or f"{R}/raw"
+
+
+def index_input(w):
+    """The folder with samples.csv that `prepare` reads: synthetic raw layout or the real dataset's index."""
+    if config["datasets"][w.dataset]["source"] == "synthetic":
+        return f"{R}/raw/{w.dataset}"
+    return f"{R}/index/{w.dataset}"
+
+
+def data_threads(wildcards):
+    """Real datasets decode thousands of images: all cores of the job; the small synthetic ones keep 2."""
+    return 2 if config["datasets"][wildcards.dataset]["source"] == "synthetic" else max(workflow.cores, 1)
+
+
+# ---- tuning rules
+def tune_workers(w):
+    """With tuning.workers_per_cell K > 1: the K worker markers a cell's finishing step waits for."""
+    k = config["tuning"].get("workers_per_cell", 1)
+    if k <= 1 or w.method == "zeroshot":
+        return []
+    return [f"{cell_dir(w.model, w.method, w.dataset)}/workers/{i}.json" for i in range(k)]
+
+
+def storage_arg(w):
+    url = config["tuning"].get("storage")
+    return f"--storage {shlex.quote(url)}" if url else ""
+
+
+# ---- aggregation rules
+CAPTIONS = "../workflow/report"
+
+
+def report_settings(w):
+    """The slice of the config the report uses: plot options and the grid."""
+    grid = {"models": BENCH["models"], "methods": BENCH["methods"], "datasets": BENCH["datasets"]}
+    return as_json({**config.get("report", {}), **grid, "domains": GRID.domains})
+
+
+def report_outputs(tables, figures):
+    """Named outputs (tables, figures with captions) written under `tables` prefix and `figures` folder."""
+    fig = figure_files(figures, GRID)
+
+    def cell_report(cell, path, kind):
+        model, method, dataset = cell
+        return report(path, caption=f"{CAPTIONS}/optuna_{kind}.rst", category="Optuna", subcategory=dataset,
+                      labels={"model": model, "method": method, "dataset": dataset, "figure": kind})
+
+    return dict(
+        tables=[report(f"{tables}.csv", caption=f"{CAPTIONS}/dice_table.rst", category="Dice"),
+                f"{tables}.md", f"{tables}.tex"],
+        heatmap=report(fig["heatmap"], caption=f"{CAPTIONS}/dice_heatmap.rst", category="Dice"),
+        domains=report(fig["domains"], caption=f"{CAPTIONS}/domain_dice.rst", category="Dice"),
+        domain_table=fig["domain_table"],
+        depth=report(fig["depth"], caption=f"{CAPTIONS}/depth_vs_dice.rst", category="Prompt depth"),
+        correlations=report(fig["correlations"], caption=f"{CAPTIONS}/depth_correlations.rst",
+                            category="Prompt depth"),
+        history=[cell_report(c, p, "history") for c, p in fig["history"].items()],
+        importances=[cell_report(c, p, "importances") for c, p in fig["importances"].items()],
+        qualitative=[report(p, caption=f"{CAPTIONS}/qualitative.rst", category="Qualitative",
+                            labels={"dataset": d}) for d, p in fig["qualitative"].items()],
+    )
+
+
+def finished_cells(w):
+    """best.json and Optuna journals present now, with their mtimes: a change reruns report_partial."""
+    found = sorted(Path(R).glob("cells/*/*/*/best.json")) + sorted(Path(R).glob("cells/*/*/*/study.journal"))
+    return as_json({str(p): p.stat().st_mtime_ns for p in found})

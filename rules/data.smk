@@ -1,23 +1,9 @@
 # Data: synthetic raw layouts, or real releases (obtain -> index); then split + resize + cache per (dataset, size).
-from tunevlseg.data.ingest import prepare_settings
 
-RAW = config.get("raw_dir") or f"{R}/raw"
 
 # Downloads need the internet: run them on the submitting host, not on compute nodes.
 localrules:
     obtain,
-
-
-def index_input(w):
-    """The folder with samples.csv that `prepare` reads: synthetic raw layout or the real dataset's index."""
-    if config["datasets"][w.dataset]["source"] == "synthetic":
-        return f"{R}/raw/{w.dataset}"
-    return f"{R}/index/{w.dataset}"
-
-
-def data_threads(wildcards):
-    """Real datasets decode thousands of images: all cores of the job; the small synthetic ones keep 2."""
-    return 2 if config["datasets"][wildcards.dataset]["source"] == "synthetic" else max(workflow.cores, 1)
 
 
 rule synth:

@@ -1,7 +1,6 @@
 # Models and tuning: the demo stand-in (when weights: standin), then one Optuna study per cell.
 # With tuning.workers_per_cell K > 1, K `tune_worker` jobs share the cell's study, then `tune`
 # (the same command without --worker) completes anything left and writes the cell's outputs.
-import shlex
 
 
 rule pretrain_standin:
@@ -20,19 +19,6 @@ rule pretrain_standin:
         f"{R}/logs/pretrain/{{model}}.log",
     shell:
         "tunevlseg pretrain --prepared {input.prepared} --out {output} --settings {params.settings:q} > {log} 2>&1"
-
-
-def tune_workers(w):
-    """With tuning.workers_per_cell K > 1: the K worker markers a cell's finishing step waits for."""
-    k = config["tuning"].get("workers_per_cell", 1)
-    if k <= 1 or w.method == "zeroshot":
-        return []
-    return [f"{cell_dir(w.model, w.method, w.dataset)}/workers/{i}.json" for i in range(k)]
-
-
-def storage_arg(w):
-    url = config["tuning"].get("storage")
-    return f"--storage {shlex.quote(url)}" if url else ""
 
 
 # One of K parallel workers of a cell: runs trials of the shared study until the budget is

@@ -45,7 +45,6 @@ def pretrain_standin(prepared_dir: Path, out_dir: Path, arch: dict, vocabulary: 
     dev = pick_device(device)
     train, val = PreparedSplit(prepared_dir, "train"), PreparedSplit(prepared_dir, "val")
     tokenizer = build_tokenizer(vocabulary, max_length=arch.get("max_text_length", 32))
-    arch = {k: v for k, v in arch.items() if k != "max_text_length"} if model == "cris" else arch
     adapter = build_standin(model, arch, tokenizer).to(dev)
     settings = TrainSettings(lr=lr, batch_size=batch_size, epochs=epochs, seed=seed)
     loss_fn = make_loss(settings)

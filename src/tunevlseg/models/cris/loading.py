@@ -67,8 +67,11 @@ def load_cris(weights: str, backbone: str = "RN50", image_size: int = 416,
 
 
 def build_cris_standin(arch: dict, tokenizer) -> CRIS:
-    """A random-initialised small CRIS (``arch`` = ``CRISConfig`` fields) for the tokenizer's vocabulary."""
-    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in arch.items()}
+    """A random-initialised small CRIS (``arch`` = ``CRISConfig`` fields) for the tokenizer's vocabulary.
+
+    The text length comes from the tokenizer (``max_text_length``, the stand-ins' shared key, sized it).
+    """
+    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in arch.items() if k != "max_text_length"}
     fields.setdefault("clip_resolution", fields.get("image_size", 416))
     fields.setdefault("context_length", tokenizer.model_max_length)
     unknown = set(fields) - {f.name for f in dataclasses.fields(CRISConfig)}
