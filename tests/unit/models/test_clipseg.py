@@ -126,5 +126,5 @@ def test_registry_matches_config_schema():
     import yaml
     from pathlib import Path
 
-    schema = yaml.safe_load((Path(__file__).parents[2] / "workflow/schemas/config.schema.yaml").read_text())
+    schema = yaml.safe_load((Path(__file__).parents[3] / "workflow/schemas/config.schema.yaml").read_text())
     assert set(schema["properties"]["benchmark"]["properties"]["methods"]["items"]["enum"]) == set(METHODS)

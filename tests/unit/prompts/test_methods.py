@@ -142,7 +142,7 @@ def test_paper_search_spaces_validate_and_build():
     """The documented search spaces pass the config schema and every sampled point builds a learner."""
     import jsonschema
 
-    schema = yaml.safe_load((Path(__file__).parents[2] / "workflow/schemas/config.schema.yaml").read_text())
+    schema = yaml.safe_load((Path(__file__).parents[3] / "workflow/schemas/config.schema.yaml").read_text())
     methods_schema = {"$defs": schema["$defs"], **schema["properties"]["methods"]}
     config = {m: {"search": {"lr": {"type": "float", "low": 0.001, "high": 0.01, "log": True},
                              "depth": {"type": "int", "low": 1, "high": 12}, **space}}
@@ -331,7 +331,7 @@ def test_cocoop_requires_the_image_feature():
 
 
 def test_registry_matches_config_schema():
-    schema = yaml.safe_load((Path(__file__).parents[2] / "workflow/schemas/config.schema.yaml").read_text())
+    schema = yaml.safe_load((Path(__file__).parents[3] / "workflow/schemas/config.schema.yaml").read_text())
     assert set(schema["properties"]["benchmark"]["properties"]["methods"]["items"]["enum"]) == set(METHODS)
     assert set(schema["properties"]["methods"]["propertyNames"]["enum"]) == set(METHODS)
     assert set(NEW_METHODS) <= set(METHODS)

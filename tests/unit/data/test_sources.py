@@ -467,7 +467,7 @@ def test_prepare_settings_defaults():
 def test_registry_schema_and_readme_agree():
     import yaml
 
-    repo = Path(__file__).resolve().parents[2]
+    repo = Path(__file__).resolve().parents[3]
     schema = yaml.safe_load((repo / "workflow" / "schemas" / "config.schema.yaml").read_text())
     sources = schema["properties"]["datasets"]["additionalProperties"]["properties"]["source"]["enum"]
     assert sorted(sources) == sorted(["synthetic", *registry.REGISTRY])
