@@ -7,7 +7,7 @@ TORCH_INDEX ?=
 CORES ?= all
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test report report-partial clean-results
+.PHONY: setup demo lint test report report-partial clean-results
 
 $(BIN)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,7 +23,12 @@ demo: setup
 	$(BIN)/snakemake --cores $(CORES)
 	$(BIN)/tunevlseg show-table results/tables/dice.md
 
-test: setup
+# Static checks first (what CI runs before the tests): ruff's small rule set, then Snakemake's linter.
+lint: setup
+	$(BIN)/ruff check src tests
+	$(BIN)/snakemake --lint --cores 1
+
+test: lint
 	$(BIN)/python -m pytest tests -q
 
 # The HTML report needs every figure: run what is missing first.

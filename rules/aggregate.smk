@@ -6,11 +6,11 @@
 
 rule aggregate:
     input:
-        best=[f"{cell_dir(*c)}/best.json" for c in cells()],
-        trials=[f"{cell_dir(*c)}/trials.csv" for c in cells()],
+        best=[L.cell(*c).best_json for c in GRID.cells()],
+        trials=[L.cell(*c).trials_csv for c in GRID.cells()],
         code=sorted(str(p) for p in (SRC / "report").glob("*.py")),
     output:
-        **report_outputs(f"{R}/tables/dice", f"{R}/figures"),
+        **report_outputs(L.tables(), L.figures()),
     params:
         tables=lambda w, output: output.tables[0].removesuffix(".csv"),
         figures=lambda w, output: os.path.dirname(output.heatmap),
@@ -18,7 +18,7 @@ rule aggregate:
     conda:
         "../envs/tunevlseg.yaml"
     log:
-        f"{R}/logs/aggregate.log",
+        L.log("aggregate"),
     shell:
         "tunevlseg aggregate --best {input.best} --trials {input.trials} --tables {params.tables}"
         " --figures {params.figures} --settings {params.settings:q} > {log} 2>&1"
@@ -29,7 +29,7 @@ rule aggregate:
 # reruns whenever a best.json or journal appears or changes (the scan is a param).
 rule report_partial:
     output:
-        **report_outputs(f"{R}/partial/tables/dice", f"{R}/partial/figures"),
+        **report_outputs(L.partial().tables(), L.partial().figures()),
     params:
         results=lambda w, output: Path(output.heatmap).parents[2],
         tables=lambda w, output: output.tables[0].removesuffix(".csv"),
@@ -40,7 +40,7 @@ rule report_partial:
     conda:
         "../envs/tunevlseg.yaml"
     log:
-        f"{R}/logs/report_partial.log",
+        L.log("report_partial"),
     shell:
         "tunevlseg report --partial --results {params.results} --tables {params.tables} --figures {params.figures}"
         " --settings {params.settings:q} > {log} 2>&1"

@@ -8,22 +8,22 @@ localrules:
 
 rule synth:
     output:
-        directory(f"{R}/raw/{{dataset}}"),
+        directory(L.raw("{dataset}")),
     params:
         settings=lambda w: as_json(
-            {**config["datasets"][w.dataset]["synthetic"], "image_size": max(model_size(m) for m in BENCH["models"])}
+            {**config["datasets"][w.dataset]["synthetic"], "image_size": max(model_size(m) for m in GRID.models)}
         ),
     conda:
         "../envs/tunevlseg.yaml"
     log:
-        f"{R}/logs/synth/{{dataset}}.log",
+        L.log("synth/{dataset}"),
     shell:
         "tunevlseg synth --out {output} --settings {params.settings:q} > {log} 2>&1"
 
 
 rule obtain:
     output:
-        f"{R}/sources/{{dataset}}.json",
+        L.receipt("{dataset}"),
     params:
         source=lambda w: config["datasets"][w.dataset]["source"],
         raw_dir=RAW,
@@ -31,7 +31,7 @@ rule obtain:
     conda:
         "../envs/tunevlseg.yaml"
     log:
-        f"{R}/logs/obtain/{{dataset}}.log",
+        L.log("obtain/{dataset}"),
     shell:
         "tunevlseg data obtain --source {params.source} --raw-dir {params.raw_dir:q} --archive={params.archive:q}"
         " --out {output} > {log} 2>&1"
@@ -39,14 +39,14 @@ rule obtain:
 
 rule index:
     input:
-        f"{R}/sources/{{dataset}}.json",
+        L.receipt("{dataset}"),
     output:
-        directory(f"{R}/index/{{dataset}}"),
+        directory(L.index("{dataset}")),
     threads: data_threads
     conda:
         "../envs/tunevlseg.yaml"
     log:
-        f"{R}/logs/index/{{dataset}}.log",
+        L.log("index/{dataset}"),
     shell:
         "tunevlseg data index --receipt {input} --out {output} --threads {threads} > {log} 2>&1"
 
@@ -55,14 +55,14 @@ rule prepare:
     input:
         raw=index_input,
     output:
-        directory(f"{R}/prepared/{{dataset}}/{{size}}"),
+        directory(L.prepared("{dataset}", "{size}")),
     params:
         settings=lambda w: as_json(prepare_settings(config["datasets"][w.dataset])),
     threads: data_threads
     conda:
         "../envs/tunevlseg.yaml"
     log:
-        f"{R}/logs/prepare/{{dataset}}_{{size}}.log",
+        L.log("prepare/{dataset}_{size}"),
     shell:
         "tunevlseg prepare --raw {input.raw} --out {output} --size {wildcards.size}"
         " --threads {threads} --settings {params.settings:q} > {log} 2>&1"

@@ -5,18 +5,18 @@
 
 rule pretrain_standin:
     input:
-        prepared=lambda w: prepared_dir(config["models"][w.model]["standin"]["dataset"], model_size(w.model)),
+        prepared=lambda w: L.prepared(config["models"][w.model]["standin"]["dataset"], model_size(w.model)),
     output:
-        directory(f"{R}/pretrained/{{model}}-standin"),
+        directory(L.pretrained("{model}")),
     params:
-        settings=lambda w: standin_settings(w.model),
+        settings=lambda w: as_json(cfg.standin_settings(config, w.model)),
     threads: 2
     resources:
         gpu=lambda w: 1 if config["device"] != "cpu" else 0,
     conda:
         "../envs/tunevlseg.yaml"
     log:
-        f"{R}/logs/pretrain/{{model}}.log",
+        L.log("pretrain/{model}"),
     shell:
         "tunevlseg pretrain --prepared {input.prepared} --out {output} --settings {params.settings:q} > {log} 2>&1"
 
@@ -25,15 +25,15 @@ rule pretrain_standin:
 # taken; writes no cell outputs (the `tune` job below does, after all K).
 rule tune_worker:
     input:
-        prepared=lambda w: prepared_dir(w.dataset, model_size(w.model)),
+        prepared=lambda w: L.prepared(w.dataset, model_size(w.model)),
         weights=lambda w: weights_input(w.model),
     output:
-        marker=f"{R}/cells/{{model}}/{{method}}/{{dataset}}/workers/{{worker}}.json",
+        marker=L.cell("{model}", "{method}", "{dataset}").worker_marker("{worker}"),
     wildcard_constraints:
         worker=r"\d+",
     params:
         settings=cell_settings,
-        out=lambda w: cell_dir(w.model, w.method, w.dataset),
+        out=lambda w: cell_files(w).root,
         storage=storage_arg,
     threads: 1
     resources:
@@ -41,7 +41,7 @@ rule tune_worker:
     conda:
         "../envs/tunevlseg.yaml"
     log:
-        f"{R}/logs/tune/{{model}}.{{method}}.{{dataset}}.worker{{worker}}.log",
+        L.log("tune/{model}.{method}.{dataset}.worker{worker}"),
     shell:
         "tunevlseg tune --prepared {input.prepared} --out {params.out} --threads {threads} --worker {wildcards.worker}"
         " --marker {output.marker} {params.storage} --settings {params.settings:q} > {log} 2>&1"
@@ -49,13 +49,13 @@ rule tune_worker:
 
 rule tune:
     input:
-        prepared=lambda w: prepared_dir(w.dataset, model_size(w.model)),
+        prepared=lambda w: L.prepared(w.dataset, model_size(w.model)),
         weights=lambda w: weights_input(w.model),
         workers=tune_workers,
     output:
-        trials=f"{R}/cells/{{model}}/{{method}}/{{dataset}}/trials.csv",
-        best=f"{R}/cells/{{model}}/{{method}}/{{dataset}}/best.json",
-        provenance=f"{R}/cells/{{model}}/{{method}}/{{dataset}}/provenance.json",
+        trials=L.cell("{model}", "{method}", "{dataset}").trials_csv,
+        best=L.cell("{model}", "{method}", "{dataset}").best_json,
+        provenance=L.cell("{model}", "{method}", "{dataset}").provenance_json,
     params:
         settings=cell_settings,
         out=lambda w, output: os.path.dirname(output.best),
@@ -66,7 +66,7 @@ rule tune:
     conda:
         "../envs/tunevlseg.yaml"
     log:
-        f"{R}/logs/tune/{{model}}.{{method}}.{{dataset}}.log",
+        L.log("tune/{model}.{method}.{dataset}"),
     shell:
         "tunevlseg tune --prepared {input.prepared} --out {params.out} --threads {threads}"
         " {params.storage} --settings {params.settings:q} > {log} 2>&1"

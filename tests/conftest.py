@@ -12,6 +12,15 @@ from tunevlseg.prompts import ModelDims
 TINY_ARCH = dict(image_size=32, patch_size=8, vision_width=32, vision_layers=4, vision_heads=2, text_width=24,
                  text_layers=3, text_heads=2, projection_dim=16, reduce_dim=8, extract_layers=[0, 1, 2])
 
+# A tiny CRIS (CRISConfig fields): one bottleneck per stage, text 16 × 3 layers, one decoder layer.
+TINY_CRIS_ARCH = dict(image_size=32, layers=[1, 1, 1, 1], width=8, embed_dim=32, text_width=16, text_heads=2,
+                      text_layers=3, fpn_out=[8, 16, 32], num_layers=1, num_head=2, dim_ffn=32)
+TINY_ARCHS = {"clipseg": TINY_ARCH, "cris": TINY_CRIS_ARCH}
+TINY_WORDS = ["red", "green", "blue", "disc", "polyp"]
+# Method hyper-parameters that fit the tiny models (CLIPSeg text 24 + vision 32 = 56 wide: 4 heads divide it).
+TINY_HPARAMS = {"cocoop": dict(hidden=8), "maple": dict(coupling="mlp8"), "shared_separate": dict(latent=8),
+                "shared_attention": dict(heads=4, dropout=0.0, ffn=40)}
+
 # The full CLIPSeg ViT-B/16 widths: learners are built on these for the parameter-count formulas.
 VIT_B16 = ModelDims(text_width=512, vision_width=768, image_feature_dim=512, max_text_depth=12, max_vision_depth=12)
 
@@ -32,6 +41,22 @@ def tiny_adapter(tiny_model_dir):
     adapter = CLIPSegAdapter(model, tokenizer)
     adapter.requires_grad_(False)
     return adapter.eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dirs(tmp_path_factory):
+    """{model: folder}: every registered model's tiny stand-in, saved in its public format."""
+    from tunevlseg.models.registry import REGISTRY, build_standin
+
+    out = {}
+    for name in REGISTRY:
+        torch.manual_seed(0)
+        tokenizer = build_tokenizer(TINY_WORDS, max_length=24)
+        adapter = build_standin(name, TINY_ARCHS[name], tokenizer).eval()
+        folder = tmp_path_factory.mktemp(f"tiny_{name}")
+        adapter.save(folder)
+        out[name] = folder
+    return out
 
 
 @pytest.fixture(scope="module")

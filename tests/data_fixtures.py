@@ -144,7 +144,7 @@ def build_clinicdb(dest: Path, n: int = 10, seed: int = 1) -> Fixture:
 def build_bkai(dest: Path, n: int = 10, seed: int = 2) -> Fixture:
     """``bkai-igh-neopolyp.zip``: train/train/<hex>.jpeg, train_gt/train_gt/<hex>.jpeg (RGB: red, green), test/test."""
     rng, members, fx = _rng(seed), {}, Fixture([], n)
-    for i in range(n):
+    for _ in range(n):
         name = f"{rng.integers(16**12):012x}"
         red, green = _blob(rng), _blob(rng)
         green[red > 0] = 0

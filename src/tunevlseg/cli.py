@@ -79,7 +79,7 @@ def cmd_tune(args) -> None:
 def _report_grid(opts: dict, best_paths: list[Path] | None = None):
     """The grid from ``--settings`` (models, methods, datasets, domains), else from the best.json files."""
     from .report.collect import load_best
-    from .report.layout import Grid
+    from .cells import Grid
 
     if any(k in opts for k in ("models", "methods", "datasets")) or best_paths is None:
         return Grid.from_settings(opts)
@@ -104,24 +104,22 @@ def cmd_aggregate(args) -> None:
 
 
 def _config_settings(path: Path) -> dict:
-    """Report settings (grid, domains, dpi, results folder) from a workflow config file."""
+    """Report settings (grid, domains, dpi) and the results folder from a workflow config file."""
     import yaml
+
+    from .config import report_settings
 
     if not path.is_file():
         raise FileNotFoundError(f"config file not found: {path}")
     cfg = yaml.safe_load(path.read_text()) or {}
     bench = cfg.get("benchmark")
-    if not isinstance(bench, dict):
+    if not isinstance(bench, dict) or not all(bench.get(k) for k in ("models", "methods", "datasets")):
         raise ValueError(f"{path}: no benchmark section (models, methods, datasets)")
-    datasets = cfg.get("datasets") or {}
-    domains = {d: datasets[d]["domain"] for d in bench.get("datasets", [])
-               if isinstance(datasets.get(d), dict) and datasets[d].get("domain")}
-    return {**(cfg.get("report") or {}), "models": bench.get("models"), "methods": bench.get("methods"),
-            "datasets": bench.get("datasets"), "domains": domains, "results": cfg.get("results", "results")}
+    return {**report_settings(cfg), "results": cfg.get("results", "results")}
 
 
 def cmd_report(args) -> None:
-    from .report.layout import cell_dir
+    from .cells import cell_dir
     from .report.render import find_cells, render_report
 
     opts = _config_settings(Path(args.config)) if args.config else {}

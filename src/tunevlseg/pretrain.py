@@ -1,7 +1,7 @@
 """Train the demo's stand-in for pretrained CLIPSeg or CRIS weights, and check that it is grounded.
 
 A randomly initialised model trained for minutes learns to segment salient
-objects and easily ignores its prompt (DESIGN.md §10). The stand-in data are
+objects and easily ignores its prompt (README, "The demo and what it shows"). The stand-in data are
 therefore built so that only the prompt tells the target apart (two discs that
 differ only in colour), and the run ends with a *grounding check*: validation
 Dice with the right prompts versus with prompts shuffled between images.
@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from .data.atomic import atomic_dir
 from .data.cache import PreparedSplit
 from .jsonio import write_json
-from .models.registry import build_standin, save_standin
+from .models.registry import build_standin
 from .models.standin import build_tokenizer
 from .train.loop import TrainSettings, make_loader, autocast_for, make_loss, pick_device
 from .train.metrics import dice_iou
@@ -82,7 +82,7 @@ def pretrain_standin(prepared_dir: Path, out_dir: Path, arch: dict, vocabulary: 
             f"{report['val_dice_shuffled_prompt']:.3f} with shuffled prompts (gap < {min_grounding_gap}); "
             f"train longer (models.{model}.standin.epochs) or on more images")
     with atomic_dir(Path(out_dir)) as tmp:
-        save_standin(model, adapter.cpu(), tmp)
+        adapter.cpu().save(tmp)
         write_json(tmp / "grounding.json", report)
     return report
 

@@ -38,18 +38,24 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
-from .data.cache import PreparedSplit, manifest_hash
 from . import preempt
+from .cells import RESULT_METRICS, CellFiles, CellResult
+from .data.cache import PreparedSplit, manifest_hash
 from .jsonio import write_csv, write_json
+from .methods import DEPTH_KEY, OPTIMISER_KEYS, get_method
 from .models.registry import load_adapter as load_model_adapter
-from .prompts import METHODS, build_learner
+from .prompts import build_learner, learner_class
 from .provenance import environment
-from .report.layout import EXAMPLES_FILE
 from .train.examples import save_examples
-from .train.loop import RESUME_FILE, TrainSettings, evaluate_test, make_loss, pick_device, summarize_rows, train_prompts, validate
+from .train.loop import (TrainSettings, TrialFailed, evaluate_test, make_loss, pick_device, summarize_rows,
+                         train_prompts, validate)
 
 log = logging.getLogger(__name__)
-SEARCH_KEYS_NOT_METHOD = {"lr", "weight_decay"}
+#: Search keys that are not the learner's own hyper-parameters.
+NOT_LEARNER_KEYS = {*OPTIMISER_KEYS, DEPTH_KEY}
+#: What a trial may legitimately fail with; the study records it as FAIL and goes on. Anything else
+#: (a programming error, a full disk) stops the job with its traceback and leaves the trial resumable.
+TRIAL_ERRORS = (TrialFailed, torch.OutOfMemoryError)
 
 
 @dataclass
@@ -112,9 +118,9 @@ def make_learner(spec: CellSpec, adapter, depth: int, hparams: dict):
     A searched depth beyond what the model has (e.g. 11 on a 4-layer stand-in) is clamped;
     the depth actually used is what trials.csv records.
     """
-    cls = METHODS[spec.method]
+    cls = learner_class(spec.method)
     kwargs = dict(hparams)
-    if spec.method == "finetune":
+    if get_method(spec.method).trains_model:
         kwargs["model"] = adapter.model
     if "text" in cls.modalities and spec.init_text:
         kwargs["init_embeddings"] = adapter.token_embeddings_for(spec.init_text, spec.n_ctx)
@@ -128,6 +134,8 @@ class CellRunner:
     def __init__(self, spec: CellSpec, prepared_dir: Path, out_dir: Path):
         self.spec = spec
         self.out_dir = Path(out_dir)
+        self.files = CellFiles(str(self.out_dir))
+        self.method = get_method(spec.method)
         self.prepared_dir = Path(prepared_dir)
         self.splits = {s: PreparedSplit(self.prepared_dir, s, prompt_key=spec.prompt_key) for s in ("train", "val", "test")}
         TrainSettings.from_dict(spec.training)  # fail now, not once per trial, on a bad key
@@ -140,12 +148,9 @@ class CellRunner:
         """Run (or resume) the cell; unless ``write_outputs`` is False (a parallel worker), write
         trials.csv, best.json and provenance.json. Returns the trials table."""
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        if self.spec.method == "zeroshot":
-            frame = self._zeroshot()
-        else:
-            frame = self._tune()
+        frame = self._tune() if self.method.tuned else self._evaluate_untuned()
         if write_outputs:
-            if self.spec.method != "zeroshot":
+            if self.method.tuned:
                 self._check_complete(frame)
             self._write_outputs(frame)
         return frame
@@ -179,7 +184,7 @@ class CellRunner:
         while True:
             preempt.check()
             with ExitStack() as owner:
-                with FileLock(self.out_dir / "study.lock"):
+                with FileLock(self.files.study_lock):
                     trial = self._next_trial(study, owner)
                 if trial is None:
                     break
@@ -224,7 +229,7 @@ class CellRunner:
         return trial
 
     def _owner_lock(self, number: int) -> FileLock:
-        path = self.out_dir / "trials" / f"{number:03d}" / "owner.lock"
+        path = self.files.trial(number).owner_lock
         path.parent.mkdir(parents=True, exist_ok=True)
         return FileLock(path)
 
@@ -235,39 +240,41 @@ class CellRunner:
         except preempt.Preempted:
             trial.set_user_attr("preempted", True)
             raise
-        except Exception as err:  # a failed trial (NaN loss, OOM, ...) is recorded; the study goes on
+        except Exception as err:
             if preempt.requested():  # an error caused by the stop signal (e.g. a killed DataLoader worker)
                 trial.set_user_attr("preempted", True)
                 raise preempt.Preempted(preempt.first_signal()) from err
+            if not isinstance(err, TRIAL_ERRORS):
+                raise
             log.warning("%s trial %d failed: %s: %s", self.out_dir, trial.number, type(err).__name__, err)
             study.tell(trial, state=TrialState.FAIL)
         else:
             study.tell(trial, value)
         self.ran.append(trial.number)
-        (self.out_dir / "trials" / f"{trial.number:03d}" / RESUME_FILE).unlink(missing_ok=True)
+        self.files.trial(trial.number).resume.unlink(missing_ok=True)
 
     def _objective(self, trial: optuna.Trial) -> float:
         started = time.perf_counter()
         params = {**self.spec.fixed, **suggest(trial, self.spec.search)}
-        hparams = {k: v for k, v in params.items() if k not in SEARCH_KEYS_NOT_METHOD | {"depth"}}
+        hparams = {k: v for k, v in params.items() if k not in NOT_LEARNER_KEYS}
         seed = self.spec.seed * 1000 + trial.number
         trial.set_user_attr("seed", seed)
         torch.manual_seed(seed)  # the learner's initialisation depends only on the trial
         settings = TrainSettings.from_dict({**self.spec.training, "lr": params["lr"],
                                             "weight_decay": params.get("weight_decay", 0.0), "seed": seed})
-        # fine-tuning changes the weights: every trial starts from a freshly loaded model
-        adapter = load_adapter(self.spec).to(self.device) if self.spec.method == "finetune" else self.adapter
-        learner = make_learner(self.spec, adapter, params.get("depth", 1), hparams)
+        # a method that trains the model changes its weights: every trial starts from a freshly loaded model
+        adapter = load_adapter(self.spec).to(self.device) if self.method.trains_model else self.adapter
+        learner = make_learner(self.spec, adapter, params.get(DEPTH_KEY, 1), hparams)
         trial.set_user_attr("depth", learner.depth)
         trial.set_user_attr("n_trainable", sum(p.numel() for p in learner.parameters()))
-        trial_dir = self.out_dir / "trials" / f"{trial.number:03d}"
+        files = self.files.trial(trial.number)
         result = train_prompts(adapter, learner, self.splits["train"], self.splits["val"], settings,
-                               trial_dir, self.device)
+                               files, self.device)
         rows = evaluate_test(adapter, learner, self.splits["test"], settings.batch_size, self.device,
-                             settings.amp, checkpoint=trial_dir / "best.pt")
-        write_csv(trial_dir / "test_metrics.csv", pd.DataFrame(rows))
+                             settings.amp, checkpoint=files.checkpoint)
+        write_csv(files.test_metrics, pd.DataFrame(rows))
         # evaluate_test loaded best.pt into the learner: the report's qualitative panel shows these
-        save_examples(adapter, learner, self.splits["test"], trial_dir / EXAMPLES_FILE, device=self.device,
+        save_examples(adapter, learner, self.splits["test"], files.examples, device=self.device,
                       amp=settings.amp)
         for key, value in {**summarize_rows(rows), "val_dice": result.best_val_dice,
                            "last_val_loss": result.last_val_loss, "best_epoch": result.best_epoch,
@@ -279,16 +286,17 @@ class CellRunner:
                  trial.user_attrs["test_dice_mean"], trial.user_attrs["duration_s"])
         return result.last_val_loss if self.spec.objective == "last_val_loss" else result.best_val_dice
 
-    def _zeroshot(self) -> pd.DataFrame:
+    def _evaluate_untuned(self) -> pd.DataFrame:
+        """A method without a study (zero-shot): one evaluation of the frozen model, recorded as trial 0."""
         started = time.perf_counter()
-        learner = build_learner("zeroshot", self.adapter.dims, depth=0)
+        learner = build_learner(self.spec.method, self.adapter.dims, depth=0)
         settings = TrainSettings.from_dict(self.spec.training)
         val_loss, val_dice = validate(self.adapter, learner, self.splits["val"], make_loss(settings),
                                       settings.batch_size, self.device, settings.amp)
         rows = evaluate_test(self.adapter, learner, self.splits["test"], settings.batch_size, self.device, settings.amp)
-        write_csv(self.out_dir / "trials" / "000" / "test_metrics.csv", pd.DataFrame(rows))
-        save_examples(self.adapter, learner, self.splits["test"], self.out_dir / "trials" / "000" / EXAMPLES_FILE,
-                      device=self.device, amp=settings.amp)
+        files = self.files.trial(0)
+        write_csv(files.test_metrics, pd.DataFrame(rows))
+        save_examples(self.adapter, learner, self.splits["test"], files.examples, device=self.device, amp=settings.amp)
         row = dict(trial=0, state="COMPLETE", depth=0, lr=None, weight_decay=None, val_dice=val_dice,
                    last_val_loss=val_loss, seed=self.spec.seed, duration_s=round(time.perf_counter() - started, 2),
                    n_trainable=0, **summarize_rows(rows))
@@ -298,25 +306,22 @@ class CellRunner:
     def _write_outputs(self, frame: pd.DataFrame) -> None:
         best = best_row(frame, self.spec.objective)
         params_cols = [c for c in frame.columns if c.startswith("param_")]
-        best_json = dict(model=self.spec.model, method=self.spec.method, dataset=self.spec.dataset,
-                         trial=None, params={}, val_dice=None, test_dice_mean=None, test_dice_std=None,
-                         test_iou_mean=None, test_iou_std=None, n_test=None)
+        result = CellResult(self.spec.model, self.spec.method, self.spec.dataset)
         if best is not None:
-            best_json.update(
-                trial=int(best["trial"]),
-                params={"depth": int(best["depth"]), "lr": best.get("lr"), "weight_decay": best.get("weight_decay"),
+            result = CellResult(
+                self.spec.model, self.spec.method, self.spec.dataset, trial=int(best["trial"]),
+                params={DEPTH_KEY: int(best["depth"]), "lr": best.get("lr"), "weight_decay": best.get("weight_decay"),
                         **{c[len("param_"):]: best[c] for c in params_cols}},
-                **{k: best[k] for k in ("val_dice", "test_dice_mean", "test_dice_std", "test_iou_mean",
-                                        "test_iou_std", "n_test")},
+                **{k: best[k] for k in RESULT_METRICS},
             )
         provenance = dict(cell=self.spec.__dict__, prepared_dir=str(self.prepared_dir),
                           manifest_sha256=manifest_hash(self.prepared_dir), device=str(self.device),
                           cuda_visible_devices=os.environ.get("CUDA_VISIBLE_DEVICES"),
                           seeds=dict(study=self.spec.seed, trials=frame["seed"].dropna().astype(int).tolist()),
                           **environment())
-        write_csv(self.out_dir / "trials.csv", frame)
-        write_json(self.out_dir / "provenance.json", provenance)
-        write_json(self.out_dir / "best.json", _plain(best_json))
+        write_csv(Path(self.files.trials_csv), frame)
+        write_json(Path(self.files.provenance_json), provenance)
+        write_json(Path(self.files.best_json), _plain(result.to_dict()))
 
 
 def open_storage(url: str | None, cell_dir: Path):
@@ -328,7 +333,7 @@ def open_storage(url: str | None, cell_dir: Path):
     not be shared by parallel workers.
     """
     if url is None:
-        return JournalStorage(JournalFileBackend(str(Path(cell_dir) / "study.journal")))
+        return JournalStorage(JournalFileBackend(CellFiles(str(cell_dir)).journal))
     if url.startswith("grpc://"):
         from optuna.storages import GrpcStorageProxy
 
@@ -351,7 +356,7 @@ def trials_frame(study: optuna.Study, spec: CellSpec) -> pd.DataFrame:
                    n_test=attrs.get("n_test"), seed=attrs.get("seed"), duration_s=attrs.get("duration_s"),
                    best_epoch=attrs.get("best_epoch"), n_trainable=attrs.get("n_trainable"))
         for key, value in {**spec.fixed, **t.params}.items():
-            if key not in SEARCH_KEYS_NOT_METHOD | {"depth"}:
+            if key not in NOT_LEARNER_KEYS:
                 row[f"param_{key}"] = value
         rows.append(row)
     return _with_cell_columns(pd.DataFrame(rows), spec)

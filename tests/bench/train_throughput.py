@@ -27,10 +27,11 @@ from tunevlseg.data.cache import PreparedSplit, SegmentationDataset
 from tunevlseg.data.prepare import prepare_dataset
 from tunevlseg.data.synthetic import write_synthetic
 from tunevlseg.models.cris import CRIS, CRISAdapter, CRISConfig
-from tunevlseg.models.registry import MODEL_METHODS, build_standin
+from tunevlseg.models.registry import REGISTRY, build_standin, supported_methods
 from tunevlseg.models.standin import build_tokenizer
 from tunevlseg.prompts import build_learner
-from tunevlseg.train.loop import freeze, make_loss, TrainSettings
+from tunevlseg.models.base import freeze
+from tunevlseg.train.loop import make_loss, TrainSettings
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -103,7 +104,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
-    parser.add_argument("--model", choices=sorted(MODEL_METHODS), default="clipseg")
+    parser.add_argument("--model", choices=sorted(REGISTRY), default="clipseg")
     parser.add_argument("--paper", action="store_true", help="CRIS-R50 at 416 instead of the demo stand-in")
     parser.add_argument("--only", help="run one method in this process (used internally)")
     args = parser.parse_args()
@@ -113,7 +114,7 @@ def main() -> None:
     what = "CRIS-R50 at 416" if args.paper and args.model == "cris" else f"demo {args.model} stand-in"
     print(f"{what}, batch {args.batch_size}, {args.threads} threads, {args.steps} steps (depth 2)")
     print(f"{'method':<18}{'images/s':>10}{'data share':>12}{'peak MB':>12}{'trainable':>12}", flush=True)
-    for method in MODEL_METHODS[args.model]:
+    for method in supported_methods(args.model):
         subprocess.run([sys.executable, __file__, "--only", method, "--steps", str(args.steps), "--model", args.model,
                         "--batch-size", str(args.batch_size), "--threads", str(args.threads)]
                        + (["--paper"] if args.paper else []), check=True)

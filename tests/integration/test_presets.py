@@ -6,7 +6,7 @@ import json
 import re
 import time
 
-from tunevlseg.search_spaces import PAPER_SEARCH_SPACES
+from tunevlseg.methods import METHODS
 
 from .test_workflow import REPO, snakemake
 
@@ -29,6 +29,6 @@ def test_paper_preset_plans_80_cells_with_paper_settings(tmp_path):
     assert set(by_cell) == {("clipseg", m) for m in ("coop", "cocoop", "vpt", "maple", "shared_attention",
                                                     "shared_separate")} | {("cris", "coop"), ("cris", "cocoop")}
     for (model, method), s in by_cell.items():
-        assert s["n_trials"] == 20 and s["search"] == PAPER_SEARCH_SPACES[method]["search"], (model, method)
+        assert s["n_trials"] == 20 and s["search"] == METHODS[method].search, (model, method)
     assert not (tmp_path / "results").exists()
     print(f"paper preset dry run: {seconds:.1f} s")  # target ≤ 10 s (shown with pytest -s)

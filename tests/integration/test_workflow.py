@@ -217,6 +217,8 @@ def test_partial_report_marks_unfinished_cell_and_never_schedules_cells(demo_run
     (lambda c: c["methods"]["vpt"]["search"]["lr"].update(high=5.0), ["lr", "high", "5.0"]),
     (lambda c: c["benchmark"]["models"].append("crisp"), ["crisp", "clipseg"]),
     (lambda c: c["benchmark"].update(models=["cris"], methods=["vpt", "maple"]), ["no model supports", "cris"]),
+    (lambda c: c["methods"]["vpt"]["search"].update(weight_decy={"type": "float", "low": 0.1, "high": 0.2}),
+     ["config.yaml: methods.vpt.search", "weight_decy", "weight_decay"]),
 ])
 def test_bad_config_fails_at_start_naming_the_key(tmp_path, edit, expected):
     cfg = reduced_config()

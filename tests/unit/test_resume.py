@@ -7,7 +7,6 @@ tests/integration/test_interrupted_workflow.py.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys

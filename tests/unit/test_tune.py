@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 import tunevlseg.tune as tune
+from tunevlseg.train.loop import TrialFailed
 from tunevlseg.tune import CellRunner, CellSpec
 
 SPACE = {"lr": {"type": "float", "low": 1e-3, "high": 1e-2, "log": True},
@@ -33,7 +34,7 @@ def test_failed_trial_is_recorded_and_the_study_goes_on(tiny_model_dir, prepared
     def flaky(*args, **kwargs):
         calls["n"] += 1
         if calls["n"] == 1:
-            raise tune.TrialFailed("non-finite training loss (nan)")
+            raise TrialFailed("non-finite training loss (nan)")
         return real(*args, **kwargs)
 
     monkeypatch.setattr(tune, "train_prompts", flaky)
@@ -49,12 +50,43 @@ def test_failed_trial_is_recorded_and_the_study_goes_on(tiny_model_dir, prepared
 
 def test_too_many_failures_stop_the_cell_with_a_clear_error(tiny_model_dir, prepared, tmp_path, monkeypatch):
     def broken(*args, **kwargs):
-        raise tune.TrialFailed("non-finite training loss (nan)")
+        raise TrialFailed("non-finite training loss (nan)")
 
     monkeypatch.setattr(tune, "train_prompts", broken)
     with pytest.raises(RuntimeError, match="3 trials failed"):
         CellRunner(spec(tiny_model_dir), prepared, tmp_path).run()
     assert not (tmp_path / "best.json").exists()
+
+
+def test_a_programming_error_stops_the_job_and_leaves_the_trial_resumable(tiny_model_dir, prepared, tmp_path,
+                                                                        monkeypatch):
+    """Only what a trial can legitimately fail with (TrialFailed, CUDA OOM) is a FAIL; a bug stops the job."""
+    def buggy(*args, **kwargs):
+        raise TypeError("train_prompts() got an unexpected keyword argument 'weight_decy'")
+
+    monkeypatch.setattr(tune, "train_prompts", buggy)
+    runner = CellRunner(spec(tiny_model_dir), prepared, tmp_path)
+    with pytest.raises(TypeError, match="weight_decy"):
+        runner.run()
+    assert [t.state.name for t in runner._study().get_trials()] == ["RUNNING"]  # no FAIL spent on a bug
+    assert not (tmp_path / "best.json").exists()
+
+
+def test_out_of_memory_is_a_failed_trial(tiny_model_dir, prepared, tmp_path, monkeypatch):
+    import torch
+
+    real = tune.train_prompts
+    calls = {"n": 0}
+
+    def oom_once(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tune, "train_prompts", oom_once)
+    CellRunner(spec(tiny_model_dir, n_trials=1), prepared, tmp_path).run()
+    assert list(pd.read_csv(tmp_path / "trials.csv")["state"]) == ["FAIL", "COMPLETE"]
 
 
 def test_resume_adopts_interrupted_trial_and_completes_the_budget(tiny_model_dir, prepared, tmp_path):

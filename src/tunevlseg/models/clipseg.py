@@ -19,7 +19,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..prompts.base import ModelDims, Prompts, PromptLearner
+from ..prompts.base import ModelDims, Prompts
+from .base import ImageFeatures, PromptableModel
 from .text_prompts import PromptTokenizer, TextBatch, first_eos, highest_id, insert_prompt, replace_prompt
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -46,15 +47,14 @@ def load_clipseg(name_or_dir: str):
     return model, tokenizer
 
 
-class CLIPSegAdapter(nn.Module):
+class CLIPSegAdapter(PromptableModel):
     """Frozen CLIPSeg exposing per-layer prompt hooks for a ``PromptLearner``."""
 
     def __init__(self, model, tokenizer, mean=IMAGENET_MEAN, std=IMAGENET_STD):
         super().__init__()
         self.model = model
         self.tokenizer = tokenizer
-        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+        self.set_normalization(mean, std)
         cfg = model.config
         self.extract_layers = list(cfg.extract_layers)
         self.max_text_len = cfg.text_config.max_position_embeddings
@@ -70,18 +70,30 @@ class CLIPSegAdapter(nn.Module):
             max_vision_depth=max(self.extract_layers) + 1,
         )
 
-    # ----------------------------------------------------------------- inputs
-    def normalize(self, images: torch.Tensor) -> torch.Tensor:
-        """Map images in [0, 1] (B, 3, H, W) to the model's normalised input."""
-        return (images - self.mean) / self.std
+    # ------------------------------------------------------------ loading
+    @classmethod
+    def load(cls, weights: str, options: dict) -> CLIPSegAdapter:
+        """CLIPSeg from a hub name (``CIDAS/clipseg-rd64-refined``) or a ``save_pretrained`` folder."""
+        return cls(*load_clipseg(weights))
 
-    def tokenize(self, texts: list[str], n_ctx: int = 0) -> TextBatch:
-        """Tokenise prompts, truncated so that ``n_ctx`` context tokens still fit (see ``PromptTokenizer``)."""
-        return self.prompt_tokenizer(texts, n_ctx)
+    @classmethod
+    def build_standin(cls, arch: dict, tokenizer) -> CLIPSegAdapter:
+        from .standin import build_standin
 
-    def token_embeddings_for(self, text: str, n_ctx: int) -> torch.Tensor | None:
-        """Embeddings of the words of ``text`` if they are exactly ``n_ctx`` tokens (CoOp's init)."""
-        return self.prompt_tokenizer.word_embeddings(text, n_ctx, self.model.clip.text_model.embeddings.token_embedding)
+        return cls(build_standin(arch, tokenizer), tokenizer)
+
+    def save(self, out_dir) -> None:
+        from .standin import save_standin
+
+        save_standin(self.model, self.tokenizer, out_dir)
+
+    # ------------------------------------------------------------- hooks
+    def token_embedding(self) -> nn.Embedding:
+        return self.model.clip.text_model.embeddings.token_embedding
+
+    def prompt_layers(self) -> dict[str, list[nn.Module]]:
+        return {"text": list(self.model.clip.text_model.encoder.layers),
+                "vision": list(self.model.clip.vision_model.encoder.layers)}
 
     # ---------------------------------------------------------------- encoders
     def encode_text(self, text: TextBatch, prompts: list[torch.Tensor] | None = None) -> torch.Tensor:
@@ -111,56 +123,41 @@ class CLIPSegAdapter(nn.Module):
         pooled = x[torch.arange(batch, device=device), text.eot_index.to(device) + n]
         return self.model.clip.text_projection(pooled)
 
-    def encode_image(
-        self, pixel_values: torch.Tensor, prompts: list[torch.Tensor] | None = None, pooled: bool = False
-    ) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+    def encode_image(self, pixel_values: torch.Tensor, prompts: Prompts | None = None,
+                     pooled: bool = False) -> ImageFeatures:
         """Decoder activations (prompt tokens removed) and, if asked, the projected pooled feature.
 
-        ``prompts[k]`` has shape (B or 1, n, vision_width): k = 0 is appended after
+        ``prompts.vision[k]`` has shape (B or 1, n, vision_width): k = 0 is appended after
         the patch tokens before the pre-LayerNorm; k >= 1 replaces those slots on
         the input of layer k+1.
         """
+        vision = prompts.vision if prompts is not None else None
         vm = self.model.clip.vision_model
         x = vm.embeddings(pixel_values, interpolate_pos_encoding=True)
         batch, tokens = x.shape[:2]
-        if prompts:
-            x = torch.cat([x, prompts[0].to(x.dtype).expand(batch, -1, -1)], dim=1)
+        if vision:
+            x = torch.cat([x, vision[0].to(x.dtype).expand(batch, -1, -1)], dim=1)
         x = vm.pre_layrnorm(x)
         last = len(vm.encoder.layers) if pooled else max(self.extract_layers) + 1
         activations = []
         for k, layer in enumerate(vm.encoder.layers[:last]):
-            if prompts and 0 < k < len(prompts):
-                x = torch.cat([x[:, :tokens], prompts[k].to(x.dtype).expand(batch, -1, -1)], dim=1)
+            if vision and 0 < k < len(vision):
+                x = torch.cat([x[:, :tokens], vision[k].to(x.dtype).expand(batch, -1, -1)], dim=1)
             x = layer(x, None)
             if k in self.extract_layers:
                 activations.append(x[:, :tokens])
         feature = None
         if pooled:
             feature = self.model.clip.visual_projection(vm.post_layernorm(x[:, 0]))
-        return activations, feature
+        return ImageFeatures(tuple(activations), feature)
 
-    def decode(self, activations: list[torch.Tensor], conditional: torch.Tensor) -> torch.Tensor:
-        """Mask logits (B, 1, H, W) from decoder activations and the conditional embedding."""
-        logits = self.model.decoder(activations, conditional).logits
+    def decode(self, features: ImageFeatures, text: TextBatch, prompts: Prompts) -> torch.Tensor:
+        """Mask logits (B, 1, H, W) from decoder activations and the text (with ``prompts.text``)."""
+        conditional = self.encode_text(text, prompts.text)
+        logits = self.model.decoder(list(features.maps), conditional).logits
         if logits.dim() == 2:  # the stock decoder squeezes a batch of one too far
             logits = logits.unsqueeze(0)
         return logits.unsqueeze(1)
-
-    def forward(self, images: torch.Tensor, text: TextBatch, learner: PromptLearner | None = None) -> torch.Tensor:
-        """Logits (B, 1, H, W) for images in [0, 1] and tokenised prompts."""
-        pixel_values = self.normalize(images)
-        if learner is None or learner.is_empty:
-            activations, _ = self.encode_image(pixel_values)
-            return self.decode(activations, self.encode_text(text))
-        if learner.uses_image_feature:
-            activations, feature = self.encode_image(pixel_values, pooled=True)
-            prompts = learner(feature)
-            if prompts.vision:
-                raise NotImplementedError("image-conditioned vision prompts would need a second vision pass")
-        else:
-            prompts = learner(None)
-            activations, _ = self.encode_image(pixel_values, prompts.vision)
-        return self.decode(activations, self.encode_text(text, prompts.text))
 
 
 def _causal_padding_mask(padding: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

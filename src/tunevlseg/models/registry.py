@@ -1,80 +1,84 @@
-"""The benchmark's models: which prompt methods each supports, and how each is loaded.
+"""The model registry: one record per model, plain data (no torch import).
 
-``MODEL_METHODS`` is plain data (no torch import) so that the Snakefile can plan the
-grid at start; a unit test checks it against the learners' modalities.
+The Snakefile reads it at start to plan the grid: a model runs a method when the method's prompt
+modalities are among the model's (CRIS's ResNet image encoder has no tokens a vision prompt could
+join). Everything model-specific — loading weights, building and saving the demo stand-in, the
+prompt-aware forward — is behind the adapter class the record names, which implements
+:class:`tunevlseg.models.base.PromptableModel`.
+
+Adding a model: a package (or module) with a ``PromptableModel`` subclass and one record here.
 """
 
 from __future__ import annotations
 
-ALL_METHODS = ("zeroshot", "finetune", "coop", "cocoop", "vpt", "maple", "shared_attention", "shared_separate")
-TEXT_ONLY_METHODS = ("zeroshot", "finetune", "coop", "cocoop")
+import importlib
+from dataclasses import dataclass, field
 
-# CRIS's ResNet image encoder has no tokens a vision prompt could join.
-MODEL_METHODS: dict[str, tuple[str, ...]] = {
-    "clipseg": ALL_METHODS,
-    "cris": TEXT_ONLY_METHODS,
+from ..methods import METHODS, get_method
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """``adapter``: ``module:Class`` of its ``PromptableModel``; ``modalities``: encoders that take prompts;
+    ``default_options``: loading options a config may leave out (e.g. CRIS's backbone and tokenizer)."""
+
+    name: str
+    title: str
+    adapter: str
+    modalities: tuple[str, ...]
+    default_options: dict = field(default_factory=dict, hash=False)
+
+
+REGISTRY: dict[str, ModelInfo] = {
+    info.name: info
+    for info in (
+        ModelInfo("clipseg", "CLIPSeg", "tunevlseg.models.clipseg:CLIPSegAdapter", ("text", "vision")),
+        ModelInfo("cris", "CRIS", "tunevlseg.models.cris.adapter:CRISAdapter", ("text",),
+                  {"backbone": "RN50", "image_size": 416, "tokenizer": "openai/clip-vit-base-patch32"}),
+    )
 }
 
 
+def get_model(name: str) -> ModelInfo:
+    """The record of ``name``; ``KeyError`` listing the known models otherwise."""
+    if name not in REGISTRY:
+        raise KeyError(f"unknown model '{name}'; known: {', '.join(sorted(REGISTRY))}")
+    return REGISTRY[name]
+
+
 def supports(model: str, method: str) -> bool:
-    """True when ``method`` can run on ``model`` (e.g. VPT needs vision tokens, which CRIS lacks)."""
-    if model not in MODEL_METHODS:
-        raise KeyError(f"unknown model '{model}'; known: {', '.join(sorted(MODEL_METHODS))}")
-    return method in MODEL_METHODS[model]
+    """True when ``method`` can run on ``model`` (its prompt modalities are among the model's)."""
+    return set(get_method(method).modalities) <= set(get_model(model).modalities)
+
+
+def supported_methods(model: str) -> tuple[str, ...]:
+    """The methods ``model`` can run, in catalogue order."""
+    return tuple(m for m in METHODS if supports(model, m))
+
+
+def adapter_class(model: str):
+    """The ``PromptableModel`` subclass of ``model`` (imports torch and the model's code)."""
+    module, _, name = get_model(model).adapter.partition(":")
+    return getattr(importlib.import_module(module), name)
 
 
 def load_adapter(model: str, weights: str, options: dict | None = None):
     """The frozen prompt-aware adapter of ``model`` with ``weights`` (hub name, folder or checkpoint file).
 
     ``options`` are the model's config keys besides ``weights`` (e.g. CRIS's ``backbone``,
-    ``tokenizer``, ``image_size``, ``max_text_len``).
+    ``tokenizer``, ``image_size``, ``max_text_len``), over the registry's defaults.
     """
-    from ..train.loop import freeze
+    from .base import freeze
 
-    options = dict(options or {})
-    if model == "clipseg":
-        from .clipseg import CLIPSegAdapter, load_clipseg
-
-        net, tokenizer = load_clipseg(weights)
-        adapter = CLIPSegAdapter(net, tokenizer)
-    elif model == "cris":
-        from .cris.loading import load_cris
-        from .cris import CRISAdapter
-
-        net, tokenizer = load_cris(weights, backbone=options.get("backbone", "RN50"),
-                                   image_size=options.get("image_size", 416),
-                                   tokenizer=options.get("tokenizer", "openai/clip-vit-base-patch32"))
-        adapter = CRISAdapter(net, tokenizer, max_text_len=options.get("max_text_len"))
-    else:
-        raise KeyError(f"unknown model '{model}'; known: {', '.join(sorted(MODEL_METHODS))}")
+    adapter = adapter_class(model).load(weights, {**get_model(model).default_options, **(options or {})})
     freeze(adapter)
     return adapter
 
 
 def build_standin(model: str, arch: dict, tokenizer):
     """A random-initialised trainable adapter of ``model`` sized by ``arch`` (the demo's pretraining)."""
-    if model == "clipseg":
-        from .clipseg import CLIPSegAdapter
-        from .standin import build_standin as build_clipseg
-
-        return CLIPSegAdapter(build_clipseg(arch, tokenizer), tokenizer)
-    if model == "cris":
-        from .cris import CRISAdapter
-        from .cris.loading import build_cris_standin
-
-        return CRISAdapter(build_cris_standin(arch, tokenizer), tokenizer, frozen_norm=False)
-    raise KeyError(f"unknown model '{model}'; known: {', '.join(sorted(MODEL_METHODS))}")
+    return adapter_class(model).build_standin(arch, tokenizer)
 
 
-def save_standin(model: str, adapter, out_dir) -> None:
-    """Save a pretrained stand-in so that ``load_adapter(model, out_dir)`` reads it back."""
-    if model == "clipseg":
-        from .standin import save_standin as save_clipseg
-
-        save_clipseg(adapter.model, adapter.tokenizer, out_dir)
-    elif model == "cris":
-        from .cris.loading import save_cris_folder
-
-        save_cris_folder(adapter.model, adapter.tokenizer, out_dir)
-    else:
-        raise KeyError(f"unknown model '{model}'; known: {', '.join(sorted(MODEL_METHODS))}")
+__all__ = ["REGISTRY", "ModelInfo", "adapter_class", "build_standin", "get_model", "load_adapter",
+           "supported_methods", "supports"]

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
+
+from ..methods import get_method
 
 
 @dataclass(frozen=True)
@@ -35,13 +38,21 @@ def normal_prompt(n: int, width: int, std: float = 0.02) -> nn.Parameter:
 class PromptLearner(nn.Module):
     """Base class: owns the trainable prompt parameters of one method.
 
-    Subclasses set ``modalities`` and implement ``forward(image_feature)``
-    returning ``Prompts``. ``uses_image_feature`` learners (CoCoOp) receive the
-    projected pooled image feature; the others receive ``None``.
+    A subclass names its method record (``class CoOp(PromptLearner, method="coop")``), from which
+    it takes ``modalities`` and ``uses_image_feature`` (:mod:`tunevlseg.methods`), and implements
+    ``forward(image_feature)`` returning ``Prompts``. ``uses_image_feature`` learners (CoCoOp)
+    receive the projected pooled image feature; the others receive ``None``.
     """
 
-    modalities: tuple[str, ...] = ()
-    uses_image_feature = False
+    method: ClassVar[str] = ""
+    modalities: ClassVar[tuple[str, ...]] = ()
+    uses_image_feature: ClassVar[bool] = False
+
+    def __init_subclass__(cls, method: str | None = None, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if method is not None:
+            info = get_method(method)
+            cls.method, cls.modalities, cls.uses_image_feature = info.name, info.modalities, info.uses_image_feature
 
     def __init__(self, dims: ModelDims, depth: int, n_ctx: int = 4):
         super().__init__()

@@ -19,7 +19,7 @@ def meta_net(in_dim: int, hidden: int, out_dim: int) -> nn.Sequential:
     )
 
 
-class CoCoOp(PromptLearner):
+class CoCoOp(PromptLearner, method="cocoop"):
     """``text[k] = ctx[k] + meta_net_k(feature)``: the same per-image shift on all n tokens of depth k.
 
     Hyper-parameters (keyword arguments): ``hidden`` h, the meta-net width (paper: 32, 64, 128);
@@ -30,8 +30,6 @@ class CoCoOp(PromptLearner):
     (h = 32: 35,360); on CRIS (F = 1024): 2,560 + 1,537·h.
     """
 
-    modalities = ("text",)
-    uses_image_feature = True
 
     def __init__(self, dims: ModelDims, depth: int, n_ctx: int = 4, init_embeddings: torch.Tensor | None = None,
                  hidden: int = 32, normalize_feature: bool = True):

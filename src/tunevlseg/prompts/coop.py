@@ -8,13 +8,12 @@ from torch import nn
 from .base import ModelDims, Prompts, PromptLearner, normal_prompt
 
 
-class CoOp(PromptLearner):
+class CoOp(PromptLearner, method="coop"):
     """``ctx[k]`` (n × text_width) per depth; depth 0 may start from a phrase's word embeddings.
 
     Trainable parameters: n · text_width · d (2,048 · d on CLIP's 512-wide text tower).
     """
 
-    modalities = ("text",)
 
     def __init__(self, dims: ModelDims, depth: int, n_ctx: int = 4, init_embeddings: torch.Tensor | None = None):
         super().__init__(dims, depth, n_ctx)

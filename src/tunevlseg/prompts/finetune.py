@@ -7,14 +7,13 @@ from torch import nn
 from .base import ModelDims, Prompts, PromptLearner
 
 
-class FineTune(PromptLearner):
+class FineTune(PromptLearner, method="finetune"):
     """Owns the model itself, so the optimiser and the checkpoint see all of its weights.
 
     The adapter runs its plain (prompt-free) forward; the weights it uses are this
     learner's parameters. Each trial must start from a freshly loaded model.
     """
 
-    modalities = ()
 
     def __init__(self, dims: ModelDims, depth: int = 0, n_ctx: int = 0, model: nn.Module | None = None):
         nn.Module.__init__(self)

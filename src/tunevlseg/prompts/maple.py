@@ -46,7 +46,7 @@ def coupling_net(text_width: int, vision_width: int, hidden: int | None) -> nn.M
                          nn.LayerNorm(vision_width, bias=False))
 
 
-class MaPLe(PromptLearner):
+class MaPLe(PromptLearner, method="maple"):
     """``text[k] = ctx[k]``, ``vision[k] = couple_k(ctx[k])``; ctx[0] may start from a phrase's embeddings.
 
     Trainable parameters per depth (text width Dt, vision width Dv, n tokens):
@@ -54,7 +54,6 @@ class MaPLe(PromptLearner):
     mlp h:  n·Dt + (Dt + 1)·h + (h + 1)·Dv + Dv (CLIPSeg: 3,584 + 1,281·h).
     """
 
-    modalities = ("text", "vision")
 
     def __init__(self, dims: ModelDims, depth: int, n_ctx: int = 4, init_embeddings: torch.Tensor | None = None,
                  coupling: str = "linear", hidden: int | None = None):

@@ -16,7 +16,7 @@ from torch import nn
 from .base import ModelDims, Prompts, PromptLearner, normal_prompt
 
 
-class SharedAttention(PromptLearner):
+class SharedAttention(PromptLearner, method="shared_attention"):
     """``out = T_k(z[k])`` with z[k] (n × (Dt + Dv)); text[k] = out[..., :Dt], vision[k] = out[..., Dt:].
 
     Hyper-parameters (keyword arguments): ``heads`` (paper: 16, 20, 32; must divide Dt + Dv),
@@ -29,7 +29,6 @@ class SharedAttention(PromptLearner):
     6,570,240 + 2,561·F.
     """
 
-    modalities = ("text", "vision")
 
     def __init__(self, dims: ModelDims, depth: int, n_ctx: int = 4, init_embeddings=None, heads: int = 16,
                  dropout: float = 0.1, ffn: int = 1280, norm_first: bool = False):

@@ -12,7 +12,7 @@ from torch import nn
 from .base import ModelDims, Prompts, PromptLearner, normal_prompt
 
 
-class SharedSeparate(PromptLearner):
+class SharedSeparate(PromptLearner, method="shared_separate"):
     """``text[k] = TextProj_k(z[k])``, ``vision[k] = VisProj_k(z[k])`` with a shared latent z[k] (n × s).
 
     Hyper-parameter (keyword argument): ``latent`` s, the latent width (paper: 32, 64). Each depth
@@ -23,7 +23,6 @@ class SharedSeparate(PromptLearner):
     n = 4): 1,284·s + 1,280 (s = 64: 83,456).
     """
 
-    modalities = ("text", "vision")
 
     def __init__(self, dims: ModelDims, depth: int, n_ctx: int = 4, init_embeddings=None, latent: int = 64):
         if dims.vision_width is None:

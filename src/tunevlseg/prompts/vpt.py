@@ -7,10 +7,9 @@ from torch import nn
 from .base import ModelDims, Prompts, PromptLearner, normal_prompt
 
 
-class VPT(PromptLearner):
+class VPT(PromptLearner, method="vpt"):
     """``ctx[k]`` (n × vision_width) per depth: 3,072 · d parameters on ViT-B/16 (768 wide)."""
 
-    modalities = ("vision",)
 
     def __init__(self, dims: ModelDims, depth: int, n_ctx: int = 4, init_embeddings=None):
         super().__init__(dims, depth, n_ctx)

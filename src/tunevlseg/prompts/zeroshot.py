@@ -5,10 +5,9 @@ from __future__ import annotations
 from .base import Prompts, PromptLearner
 
 
-class ZeroShot(PromptLearner):
+class ZeroShot(PromptLearner, method="zeroshot"):
     """Adds no prompt; evaluated once per dataset without Optuna."""
 
-    modalities = ()
 
     def __init__(self, dims, depth: int = 0, n_ctx: int = 0):
         super(PromptLearner, self).__init__()

@@ -8,16 +8,14 @@ atomic output paths).
 from __future__ import annotations
 
 import contextlib
-import json
-import os
-import tempfile
-from collections.abc import Iterable, Iterator
-from numbers import Real
+from collections.abc import Iterable
 from pathlib import Path
 
 import pandas as pd
 
+from tunevlseg.cells import RESULT_METRICS, CellResult, row_label
 from tunevlseg.data.atomic import atomic_write
+from tunevlseg.methods import METHOD_ORDER, METHODS
 
 __all__ = [
     "BASELINES",
@@ -34,12 +32,8 @@ __all__ = [
 ]
 
 CELL_KEYS = ("model", "method", "dataset")
-#: Keys every best.json must have (values of the metric keys may be null).
-BEST_REQUIRED = (*CELL_KEYS, "trial", "val_dice", "test_dice_mean", "test_dice_std")
-#: Keys that are read when present and set to NaN otherwise.
-BEST_OPTIONAL = ("test_iou_mean", "test_iou_std", "n_test")
-BEST_COLUMNS = (*BEST_REQUIRED, *BEST_OPTIONAL)
-BEST_NUMERIC = BEST_COLUMNS[3:]
+#: best.json keys read into the frame: the cell, the selected trial and its metrics.
+BEST_COLUMNS = (*CELL_KEYS, "trial", *RESULT_METRICS)
 
 TRIAL_REQUIRED = (*CELL_KEYS, "trial", "state", "depth", "test_dice_mean")
 TRIAL_COLUMNS = (
@@ -50,12 +44,8 @@ TRIAL_NUMERIC = ("trial", "depth", "lr", "weight_decay", "val_dice", "test_dice_
                  "test_dice_std", "test_iou_mean", "seed", "duration_s")
 TRIAL_STATES = frozenset({"COMPLETE", "FAIL", "PRUNED", "RUNNING"})
 
-#: Canonical method order for rows; unknown methods follow alphabetically.
-METHOD_ORDER = ("zeroshot", "finetune", "coop", "cocoop", "vpt", "maple",
-                "shared_attention", "shared_separate")
-#: Methods that are not prompt tuning (no meaningful prompt depth).
-BASELINES = frozenset({"zeroshot", "finetune"})
-ROW_SEP = " · "
+#: Methods that are not prompt tuning (no meaningful prompt depth), from the method catalogue.
+BASELINES = frozenset(name for name, method in METHODS.items() if method.is_baseline)
 
 
 # --------------------------------------------------------------------------- output
@@ -75,11 +65,6 @@ def write_text_atomic(path: Path, text: str) -> Path:
 
 
 # --------------------------------------------------------------------------- labels
-
-
-def row_label(model: str, method: str) -> str:
-    """Row label of a (model, method) pair, e.g. ``"clipseg · coop"``."""
-    return f"{model}{ROW_SEP}{method}"
 
 
 def _method_key(method: str) -> tuple[int, str]:
@@ -114,41 +99,10 @@ def with_row_labels(frame: pd.DataFrame) -> pd.DataFrame:
 # --------------------------------------------------------------------------- best.json
 
 
-def _read_json(path: Path) -> dict:
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{path}: cannot read best.json ({exc})") from exc
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: best.json must hold a JSON object, got {type(data).__name__}")
-    return data
-
-
-def _check_number(path: Path, key: str, value: object) -> float:
-    if value is None:
-        return float("nan")
-    if isinstance(value, bool) or not isinstance(value, Real):
-        raise ValueError(f"{path}: {key!r} must be a number or null, got {value!r}")
-    return float(value)
-
-
 def _best_record(path: Path) -> dict:
-    data = _read_json(path)
-    missing = [k for k in BEST_REQUIRED if k not in data]
-    if missing:
-        raise ValueError(f"{path}: best.json is missing key(s) {', '.join(missing)}")
-    record: dict = {}
-    for key in CELL_KEYS:
-        value = data[key]
-        if not isinstance(value, str) or not value:
-            raise ValueError(f"{path}: {key!r} must be a non-empty string, got {value!r}")
-        record[key] = value
-    for key in BEST_NUMERIC:
-        record[key] = _check_number(path, key, data.get(key))
-    params = data.get("params") or {}
-    if not isinstance(params, dict):
-        raise ValueError(f"{path}: 'params' must be an object or null, got {params!r}")
-    record.update({f"param_{k}": v for k, v in params.items()})
+    result = CellResult.read(path)
+    record = {k: getattr(result, k) for k in BEST_COLUMNS}
+    record.update({f"param_{k}": v for k, v in result.params.items()})
     return record
 
 

@@ -1,4 +1,4 @@
-"""The benchmark grid and where every report output goes.
+"""Where every report output goes (the grid itself is :class:`tunevlseg.cells.Grid`).
 
 Imported by the workflow (``rules/aggregate.smk``) to declare outputs and by the CLI to write
 them, so the two cannot disagree.  No heavy imports here: the Snakefile loads this module.
@@ -6,59 +6,11 @@ them, so the two cannot disagree.  No heavy imports here: the Snakefile loads th
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..models.registry import supports
+from ..cells import Grid
 
-__all__ = ["EXAMPLES_FILE", "STUDYLESS", "Grid", "cell_dir", "figure_files"]
-
-#: Methods whose cells have no Optuna study (nothing to tune).
-STUDYLESS = frozenset({"zeroshot"})
-#: Qualitative examples of a trial, written by :func:`tunevlseg.train.examples.save_examples`
-#: as ``<cell>/trials/<nnn>/examples.npz``.
-EXAMPLES_FILE = "examples.npz"
-ROW_SEP = " · "
-
-
-@dataclass(frozen=True)
-class Grid:
-    """The configured (model, method, dataset) cells and each dataset's domain."""
-
-    models: tuple[str, ...]
-    methods: tuple[str, ...]
-    datasets: tuple[str, ...]
-    domains: dict = field(default_factory=dict, hash=False)
-
-    @classmethod
-    def from_settings(cls, opts: dict) -> "Grid":
-        """Grid from a rule's settings (``models``, ``methods``, ``datasets``, optional ``domains``)."""
-        missing = [k for k in ("models", "methods", "datasets") if not opts.get(k)]
-        if missing:
-            raise ValueError(f"report settings lack {', '.join(missing)} (the benchmark grid)")
-        domains = {k: v for k, v in (opts.get("domains") or {}).items() if v}
-        return cls(tuple(opts["models"]), tuple(opts["methods"]), tuple(opts["datasets"]), domains)
-
-    def pairs(self) -> list[tuple[str, str]]:
-        """(model, method) pairs the models can run (CRIS has no vision prompts), model-major."""
-        return [(m, k) for m in self.models for k in self.methods if supports(m, k)]
-
-    def cells(self) -> list[tuple[str, str, str]]:
-        """Every runnable (model, method, dataset), model-major."""
-        return [(m, k, d) for m, k in self.pairs() for d in self.datasets]
-
-    def tuned_cells(self) -> list[tuple[str, str, str]]:
-        """Cells that have an Optuna study (methods other than ``zeroshot``)."""
-        return [c for c in self.cells() if c[1] not in STUDYLESS]
-
-    def rows(self) -> list[str]:
-        """Row labels ``model · method`` in grid order."""
-        return [f"{m}{ROW_SEP}{k}" for m, k in self.pairs()]
-
-
-def cell_dir(results: str | Path, model: str, method: str, dataset: str) -> Path:
-    """Folder of one cell's tuning outputs: ``<results>/cells/<model>/<method>/<dataset>``."""
-    return Path(results) / "cells" / model / method / dataset
+__all__ = ["figure_files"]
 
 
 def figure_files(figures: str | Path, grid: Grid) -> dict:

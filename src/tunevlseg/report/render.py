@@ -18,9 +18,10 @@ from tunevlseg.jsonio import write_csv
 from tunevlseg.report.collect import CELL_KEYS, load_best, load_trials, row_label
 from tunevlseg.report.domains import domain_means, plot_domain_bars
 from tunevlseg.report.figures import depth_correlations, plot_depth_vs_dice, plot_dice_heatmap
-from tunevlseg.report.layout import EXAMPLES_FILE, Grid, cell_dir, figure_files
+from tunevlseg.cells import CellFiles, Grid, cell_dir
+from tunevlseg.report.layout import figure_files
 from tunevlseg.report.qualitative import load_examples, plot_qualitative
-from tunevlseg.report.study_figures import JOURNAL_FILE, load_study_snapshot, plot_history, plot_importances
+from tunevlseg.report.study_figures import load_study_snapshot, plot_history, plot_importances
 from tunevlseg.report.tables import write_dice_tables
 
 __all__ = ["examples_path", "find_cells", "render_report"]
@@ -37,7 +38,7 @@ def find_cells(results: Path, grid: Grid, partial: bool) -> dict[Cell, Path]:
     found, missing = {}, []
     for cell in grid.cells():
         folder = cell_dir(results, *cell)
-        if (folder / "best.json").is_file():
+        if Path(CellFiles(str(folder)).best_json).is_file():
             found[cell] = folder
         else:
             missing.append("/".join(cell))
@@ -52,7 +53,7 @@ def examples_path(folder: Path, trial: float) -> Path | None:
     """The best trial's examples file of a cell (``trials/<nnn>/examples.npz``), None without a trial."""
     if trial is None or (isinstance(trial, float) and math.isnan(trial)):
         return None
-    return Path(folder) / "trials" / f"{int(trial):03d}" / EXAMPLES_FILE
+    return CellFiles(str(folder)).trial(int(trial)).examples
 
 
 def _best_trials(best: pd.DataFrame) -> dict[Cell, float]:
@@ -71,14 +72,14 @@ def render_report(grid: Grid, cells: Mapping[Cell, Path], tables: Path, figures:
     ``cells[cell]``.  ``trial_files`` default to the ``trials.csv`` of every finished cell.
     Returns the paths written.
     """
-    best_files = [Path(p) / "best.json" for p in cells.values()]
+    best_files = [Path(CellFiles(str(p)).best_json) for p in cells.values()]
     best = load_best(best_files)
     foreign = [tuple(r[k] for k in CELL_KEYS) for _, r in best.iterrows()
                if tuple(r[k] for k in CELL_KEYS) not in set(grid.cells())]
     if foreign:
         raise ValueError(f"best.json of cell(s) outside the configured grid: {foreign}")
     if trial_files is None:
-        trial_files = [Path(p) / "trials.csv" for p in cells.values()]
+        trial_files = [Path(CellFiles(str(p)).trials_csv) for p in cells.values()]
     trials = load_trials(trial_files)
     rows, datasets = grid.rows(), list(grid.datasets)
     out = list(write_dice_tables(best, Path(tables), datasets=datasets, rows=rows))
@@ -94,7 +95,7 @@ def render_report(grid: Grid, cells: Mapping[Cell, Path], tables: Path, figures:
     study_dirs = dict(study_dirs or {})
     for cell in grid.tuned_cells():
         folder = study_dirs.get(cell, cells.get(cell))
-        study = load_study_snapshot(Path(folder) / JOURNAL_FILE) if folder is not None else None
+        study = load_study_snapshot(Path(CellFiles(str(folder)).journal)) if folder is not None else None
         title = " · ".join(cell)
         out.append(plot_history(study, files["history"][cell], title, dpi=dpi))
         out.append(plot_importances(study, files["importances"][cell], title, dpi=dpi))

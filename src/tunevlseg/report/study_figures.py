@@ -22,10 +22,8 @@ from optuna.trial import TrialState
 
 from tunevlseg.report.figures import placeholder, save_figure
 
-__all__ = ["JOURNAL_FILE", "history_axes", "importance_axes", "load_study_snapshot", "objective_name",
+__all__ = ["history_axes", "importance_axes", "load_study_snapshot", "objective_name",
            "plot_history", "plot_importances"]
-
-JOURNAL_FILE = "study.journal"
 
 
 def load_study_snapshot(journal: Path) -> optuna.Study | None:

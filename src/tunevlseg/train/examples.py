@@ -17,11 +17,10 @@ import torch.nn.functional as F
 
 from ..data.atomic import atomic_write
 from ..data.cache import PreparedSplit, SegmentationDataset
-from ..report.layout import EXAMPLES_FILE
 from .checkpoint import load_trainable
 from .loop import autocast_for, pick_device
 
-__all__ = ["EXAMPLES_FILE", "EXAMPLE_KEYS", "example_indices", "save_examples"]
+__all__ = ["EXAMPLE_KEYS", "example_indices", "save_examples"]
 
 #: Arrays every examples file holds.
 EXAMPLE_KEYS = ("image", "gt", "prob", "ids", "index", "prompt")

@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from .. import preempt
+from ..cells import TrialFiles
 from ..data.cache import PreparedSplit, SegmentationDataset
 from .checkpoint import load_resume_state, load_trainable, save_resume_state, save_trainable
 from .metrics import dice_iou, logits_to_mask, summarize
@@ -26,7 +27,7 @@ class TrialFailed(RuntimeError):
 
 @dataclass
 class TrainSettings:
-    """Optimisation settings of one trial (DESIGN.md §5 defaults)."""
+    """Optimisation settings of one trial (README, "Configuration": `training.*`)."""
 
     lr: float = 1e-3
     weight_decay: float = 1e-4
@@ -88,21 +89,13 @@ def make_loader(split: PreparedSplit, batch_size: int, shuffle: bool, augment: b
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator, num_workers=workers)
 
 
-def freeze(model: torch.nn.Module) -> None:
-    """Freeze every weight and keep the module in eval mode (dropout off, BatchNorm statistics fixed)."""
-    model.requires_grad_(False)
-    model.eval()
-
-
-RESUME_FILE = "resume.pt"
-
-
 def train_prompts(adapter, learner, train: PreparedSplit, val: PreparedSplit, settings: TrainSettings,
-                  trial_dir: Path, device: torch.device | None = None) -> TrainResult:
+                  trial: TrialFiles | Path, device: torch.device | None = None) -> TrainResult:
     """Train ``learner`` on ``train`` with the frozen ``adapter``; keep the best validation checkpoint.
 
     Writes ``epochs.csv`` (one row per epoch) and ``best.pt`` (trainable
-    parameters only) in ``trial_dir``. Raises ``TrialFailed`` on a non-finite loss.
+    parameters only) in the trial folder (:class:`tunevlseg.cells.TrialFiles`). Raises
+    ``TrialFailed`` on a non-finite loss.
 
     After every epoch the whole training state (trainable parameters, optimizer, scheduler,
     early-stopping counters, history, RNG states) is saved atomically to ``resume.pt``; when
@@ -112,8 +105,8 @@ def train_prompts(adapter, learner, train: PreparedSplit, val: PreparedSplit, se
     (:mod:`tunevlseg.preempt`) raises ``Preempted`` after the current batch.
     """
     device = device or pick_device()
-    trial_dir = Path(trial_dir)
-    trial_dir.mkdir(parents=True, exist_ok=True)
+    files = trial if isinstance(trial, TrialFiles) else TrialFiles(str(trial))
+    files.path.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(settings.seed)
     np.random.seed(settings.seed % 2**32)
     adapter.to(device)
@@ -127,13 +120,13 @@ def train_prompts(adapter, learner, train: PreparedSplit, val: PreparedSplit, se
     train_loader = make_loader(train, settings.batch_size, True, True, settings.seed, settings.num_workers)
     progress = dict(best=-1.0, best_epoch=-1, stale=0, history=[], last_val_loss=float("nan"), next_epoch=0,
                     done=False)
-    resume_path = trial_dir / RESUME_FILE
+    resume_path = files.resume
     if resume_path.is_file():
         progress = load_resume_state(resume_path, learner, optimizer, scheduler, train_loader.generator, device)
         if progress["history"]:  # epochs.csv may be older than the state when the kill came in between
-            _write_history(progress["history"], trial_dir / "epochs.csv")
+            _write_history(progress["history"], files.epochs_csv)
     history = progress["history"]
-    epochs = tqdm(range(progress["next_epoch"], settings.epochs), desc=f"train {trial_dir.name}",
+    epochs = tqdm(range(progress["next_epoch"], settings.epochs), desc=f"train {files.path.name}",
                   disable=not settings.progress or progress["done"], leave=False)
     for epoch in ([] if progress["done"] else epochs):
         started = time.perf_counter()
@@ -147,11 +140,11 @@ def train_prompts(adapter, learner, train: PreparedSplit, val: PreparedSplit, se
         history.append(row)
         if val_dice > progress["best"]:
             progress.update(best=val_dice, best_epoch=epoch, stale=0)
-            save_trainable(learner, trial_dir / "best.pt")
+            save_trainable(learner, files.checkpoint)
         else:
             progress["stale"] += 1
         epochs.set_postfix(loss=f"{train_loss:.3f}", val_dice=f"{val_dice:.3f}", best=f"{progress['best']:.3f}")
-        _write_history(history, trial_dir / "epochs.csv")
+        _write_history(history, files.epochs_csv)
         progress["next_epoch"] = epoch + 1
         progress["done"] = progress["stale"] >= settings.early_stopping_patience or epoch + 1 >= settings.epochs
         save_resume_state(resume_path, progress, learner, optimizer, scheduler, train_loader.generator)

@@ -11,10 +11,11 @@ from torch import nn
 
 from tunevlseg.models.cris import CRISAdapter
 from tunevlseg.models.cris.loading import CHECKPOINT_FILE, build_cris_standin, load_cris, save_cris_folder
-from tunevlseg.models.registry import MODEL_METHODS, load_adapter, supports
+from tunevlseg.methods import METHODS
+from tunevlseg.models.registry import load_adapter, supported_methods, supports
 from tunevlseg.models.standin import build_tokenizer
 from tunevlseg.pretrain import pretrain_standin
-from tunevlseg.prompts import METHODS
+from tunevlseg.prompts import learner_class
 from tunevlseg.tune import CellRunner, CellSpec
 
 CRIS_ARCH = dict(image_size=32, layers=[1, 1, 1, 1], width=8, embed_dim=32, text_width=16, text_heads=2,
@@ -45,10 +46,11 @@ def test_model_methods_agree_with_the_learners(cris_dir):
     """A prompt method is in a model's list exactly when the model has the layers it prompts."""
     out, _, _ = cris_dir
     dims = load_adapter("cris", str(out)).dims
-    for method, cls in METHODS.items():
-        runnable = method in ("zeroshot", "finetune") or cls.max_depth(dims) >= 1
+    for method, info in METHODS.items():
+        runnable = info.is_baseline or learner_class(method).max_depth(dims) >= 1
         assert supports("cris", method) == runnable, method
-    assert set(MODEL_METHODS["clipseg"]) == set(METHODS)
+    assert supported_methods("clipseg") == tuple(METHODS)
+    assert supported_methods("cris") == ("zeroshot", "finetune", "coop", "cocoop")
     with pytest.raises(KeyError, match="unknown model 'sam'"):
         supports("sam", "coop")
 

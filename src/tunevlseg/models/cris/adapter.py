@@ -14,7 +14,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ...prompts.base import ModelDims, PromptLearner
+from ...prompts.base import ModelDims, Prompts
+from ..base import ImageFeatures, PromptableModel
 from ..text_prompts import PromptTokenizer, TextBatch, first_eos
 from .model import CRIS
 
@@ -22,7 +23,7 @@ CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
-class CRISAdapter(nn.Module):
+class CRISAdapter(PromptableModel):
     """Frozen CRIS exposing per-layer text prompt hooks for a ``PromptLearner``."""
 
     def __init__(self, model: CRIS, tokenizer, mean=CLIP_MEAN, std=CLIP_STD, max_text_len: int | None = None,
@@ -31,8 +32,7 @@ class CRISAdapter(nn.Module):
         self.model = model
         self.frozen_norm = frozen_norm  # False only when training CRIS itself (the demo stand-in)
         self.tokenizer = tokenizer
-        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+        self.set_normalization(mean, std)
         cfg = model.cfg
         self.max_text_len = min(max_text_len or cfg.context_length, cfg.context_length)
         self.prompt_tokenizer = PromptTokenizer(tokenizer, self.max_text_len, first_eos(tokenizer.eos_token_id))
@@ -47,33 +47,48 @@ class CRISAdapter(nn.Module):
             self.model.eval()  # frozen BatchNorm statistics
         return self
 
-    # ----------------------------------------------------------------- inputs
-    def normalize(self, images: torch.Tensor) -> torch.Tensor:
-        """Map images in [0, 1] (B, 3, H, W) to CLIP-normalised input."""
-        return (images - self.mean) / self.std
+    # ------------------------------------------------------------ loading
+    @classmethod
+    def load(cls, weights: str, options: dict) -> CRISAdapter:
+        """A CRIS model folder, or a checkpoint file read with ``backbone``/``image_size``/``tokenizer``."""
+        from .loading import load_cris
 
-    def tokenize(self, texts: list[str], n_ctx: int = 0) -> TextBatch:
-        """Tokenise, truncated so ``n_ctx`` context tokens still fit; the end index is the unprompted one."""
-        return self.prompt_tokenizer(texts, n_ctx)
+        net, tokenizer = load_cris(weights, backbone=options["backbone"], image_size=options["image_size"],
+                                   tokenizer=options["tokenizer"])
+        return cls(net, tokenizer, max_text_len=options.get("max_text_len"))
 
-    def token_embeddings_for(self, text: str, n_ctx: int) -> torch.Tensor | None:
-        """Embeddings of the words of ``text`` if they are exactly ``n_ctx`` tokens (CoOp's init)."""
-        return self.prompt_tokenizer.word_embeddings(text, n_ctx, self.model.backbone.token_embedding)
+    @classmethod
+    def build_standin(cls, arch: dict, tokenizer) -> CRISAdapter:
+        from .loading import build_cris_standin
+
+        return cls(build_cris_standin(arch, tokenizer), tokenizer, frozen_norm=False)
+
+    def save(self, out_dir) -> None:
+        from .loading import save_cris_folder
+
+        save_cris_folder(self.model, self.tokenizer, out_dir)
+
+    # ------------------------------------------------------------- hooks
+    def token_embedding(self) -> nn.Embedding:
+        return self.model.backbone.token_embedding
+
+    def prompt_layers(self) -> dict[str, list[nn.Module]]:
+        return {"text": list(self.model.backbone.transformer.resblocks)}
 
     # ---------------------------------------------------------------- forward
-    def forward(self, images: torch.Tensor, text: TextBatch, learner: PromptLearner | None = None) -> torch.Tensor:
-        """Logits (B, 1, H, W) for images in [0, 1] and tokenised prompts."""
-        pixels = self.normalize(images)
-        feats = self.model.encode_image(pixels)
-        prompts = None
-        if learner is not None and not learner.is_empty:
-            out = learner(feats[2].mean(dim=(2, 3)) if learner.uses_image_feature else None)
-            if out.vision:
-                raise NotImplementedError("CRIS has no vision tokens: vision prompts are not supported")
-            prompts = out.text
+    def encode_image(self, pixel_values: torch.Tensor, prompts: Prompts | None = None,
+                     pooled: bool = False) -> ImageFeatures:
+        """(C3, C4, C5) of the ResNet; ``pooled`` = the spatial mean of C5 (CoCoOp's image feature)."""
+        if prompts is not None and prompts.vision:
+            raise NotImplementedError("CRIS has no vision tokens: vision prompts are not supported")
+        feats = tuple(self.model.encode_image(pixel_values))
+        return ImageFeatures(feats, feats[2].mean(dim=(2, 3)) if pooled else None, tuple(pixel_values.shape[-2:]))
+
+    def decode(self, features: ImageFeatures, text: TextBatch, prompts: Prompts) -> torch.Tensor:
+        """Logits (B, 1, H, W) at the input size: text encoder (with ``prompts.text``), neck, decoder, projector."""
         words, state, token_mask = self.model.encode_text(text.input_ids, text.attention_mask, text.eot_index,
-                                                          prompts)
-        return self.model.decode(feats, words, state, token_mask, images.shape[-2:])
+                                                          prompts.text or None)
+        return self.model.decode(features.maps, words, state, token_mask, features.input_size)
 
 
 __all__ = ["CRISAdapter", "CLIP_MEAN", "CLIP_STD"]

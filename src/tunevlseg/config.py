@@ -1,0 +1,161 @@
+"""The workflow config → what each rule gets: checks beyond the JSON schema, and the per-rule slices.
+
+Used by ``rules/common.smk`` (at Snakemake's start) and by the CLI alike, so the translation is
+written once and unit-tested. Plain Python (no torch).
+
+Each rule receives only the part of the config it uses, so that changing, say, a plotting option
+reruns only the aggregation (Snakemake reruns jobs whose params change).
+"""
+
+from __future__ import annotations
+
+import copy
+
+from .cells import Grid, Layout
+from .methods import METHODS, method_settings
+from .models.registry import REGISTRY as MODELS
+from .models.registry import supported_methods
+
+#: Tuning keys that shape how a cell runs, not its result: not part of a cell's settings.
+RUN_ONLY_TUNING_KEYS = ("workers_per_cell", "storage")
+#: Stand-in keys passed to pretraining (the rest of ``models.<m>.standin`` says which data to use).
+STANDIN_KEYS = ("arch", "vocabulary", "epochs", "batch_size", "lr", "min_grounding_gap")
+
+
+class ConfigError(ValueError):
+    """A config problem, named by file and key."""
+
+    def __init__(self, source: str, key: str, message: str):
+        super().__init__(f"{source}: {key}: {message}")
+        self.source, self.key = source, key
+
+
+def check_config(config: dict, source: str = "config.yaml") -> None:
+    """Cross-references the JSON schema cannot express; raise :class:`ConfigError` before any job runs."""
+    bench = config["benchmark"]
+    datasets = sorted(config["datasets"])
+    for name in bench["datasets"]:
+        if name not in config["datasets"]:
+            raise ConfigError(source, "benchmark.datasets", f"unknown dataset '{name}'; defined under datasets: "
+                                                           f"{datasets}")
+    for name in bench["models"]:
+        if name not in config["models"]:
+            raise ConfigError(source, "benchmark.models", f"'{name}' has no entry under models: "
+                                                         f"{sorted(config['models'])}")
+    for name in bench["methods"]:
+        _check_method(config, name, source)
+    for model, mcfg in config["models"].items():
+        if model not in MODELS:
+            raise ConfigError(source, f"models.{model}", f"unknown model; known: {sorted(MODELS)}")
+        if mcfg["weights"] == "standin":
+            if "standin" not in mcfg:
+                raise ConfigError(source, f"models.{model}.weights", f"is 'standin' but models.{model}.standin "
+                                                                    "is missing")
+            if mcfg["standin"]["dataset"] not in config["datasets"]:
+                raise ConfigError(source, f"models.{model}.standin.dataset",
+                                  f"unknown dataset '{mcfg['standin']['dataset']}'; defined: {datasets}")
+    grid = make_grid(config)
+    if not grid.pairs():
+        runnable = {m: list(supported_methods(m)) for m in grid.models}
+        raise ConfigError(source, "benchmark", f"no model supports any of the methods; supported: {runnable}")
+
+
+def _check_method(config: dict, name: str, source: str) -> None:
+    method = METHODS[name]
+    if not method.tuned:
+        return
+    settings = method_settings(name, (config.get("methods") or {}).get(name))
+    space, fixed = settings.get("search", {}), settings.get("fixed", {})
+    key = f"methods.{name}"
+    accepted = method.accepted_search_keys()
+    for part, values in (("search", space), ("fixed", fixed)):
+        unknown = sorted(set(values) - set(accepted))
+        if unknown:
+            raise ConfigError(source, f"{key}.{part}", f"unknown hyper-parameter(s) {unknown}; {name} accepts "
+                                                       f"{list(accepted)}")
+    missing = [k for k in method.required_search_keys() if k not in space and k not in fixed]
+    if missing:
+        raise ConfigError(source, f"{key}.search", f"needs {missing} (searched or under fixed)")
+    for param, spec in space.items():
+        if "low" in spec and spec["low"] > spec["high"]:
+            raise ConfigError(source, f"{key}.search.{param}", f"low {spec['low']} > high {spec['high']}")
+
+
+def make_grid(config: dict) -> Grid:
+    """The benchmark grid with each configured dataset's domain."""
+    bench = config["benchmark"]
+    datasets = config.get("datasets") or {}
+    domains = {d: datasets[d]["domain"] for d in bench["datasets"]
+               if isinstance(datasets.get(d), dict) and datasets[d].get("domain")}
+    return Grid(tuple(bench["models"]), tuple(bench["methods"]), tuple(bench["datasets"]), domains)
+
+
+def layout(config: dict) -> Layout:
+    return Layout(config["results"])
+
+
+def weights_input(config: dict, model: str) -> list[str] | str:
+    """The stand-in folder when the model is trained locally (a rule input), else nothing."""
+    return layout(config).pretrained(model) if config["models"][model]["weights"] == "standin" else []
+
+
+def weights_value(config: dict, model: str) -> str:
+    """What the model is loaded from: the stand-in folder, a hub name, a folder or a file."""
+    return weights_input(config, model) or config["models"][model]["weights"]
+
+
+def model_options(config: dict, model: str) -> dict:
+    """Loading options besides the weights (CRIS: backbone, tokenizer, image size, token budget)."""
+    return {k: v for k, v in config["models"][model].items() if k not in ("weights", "standin")}
+
+
+def model_size(config: dict, model: str) -> int:
+    return config["models"][model]["image_size"]
+
+
+def standin_settings(config: dict, model: str) -> dict:
+    """What ``tunevlseg pretrain`` needs for ``model``'s stand-in."""
+    s = config["models"][model]["standin"]
+    return {**{k: s[k] for k in STANDIN_KEYS if k in s}, "model": model, "seed": config["seed"],
+            "device": config["device"]}
+
+
+def cell_settings(config: dict, model: str, method: str, dataset: str) -> dict:
+    """Everything that determines one cell's trials (``tunevlseg.tune.CellSpec`` fields)."""
+    tuning = {k: v for k, v in config.get("tuning", {}).items() if k not in RUN_ONLY_TUNING_KEYS}
+    method_cfg = method_settings(method, (config.get("methods") or {}).get(method))
+    return {
+        "model": model,
+        "method": method,
+        "dataset": dataset,
+        "weights": weights_value(config, model),
+        "model_options": model_options(config, model),
+        "prompt_key": config["prompt"],
+        "seed": config["seed"],
+        "device": config["device"],
+        "search": method_cfg.get("search", {}),
+        "fixed": method_cfg.get("fixed", {}),
+        "training": {**config.get("training", {}), **method_cfg.get("training", {})},
+        **copy.deepcopy(tuning),
+    }
+
+
+def worker_markers(config: dict, model: str, method: str, dataset: str) -> list[str]:
+    """With ``tuning.workers_per_cell`` K > 1: the K worker markers a cell's finishing step waits for."""
+    k = config["tuning"].get("workers_per_cell", 1)
+    if k <= 1 or not METHODS[method].tuned:
+        return []
+    cell = layout(config).cell(model, method, dataset)
+    return [cell.worker_marker(i) for i in range(k)]
+
+
+def report_settings(config: dict) -> dict:
+    """The slice of the config the report uses: plot options, the grid and the datasets' domains."""
+    bench = config["benchmark"]
+    grid = {"models": bench["models"], "methods": bench["methods"], "datasets": bench["datasets"]}
+    return {**config.get("report", {}), **grid, "domains": make_grid(config).domains}
+
+
+__all__ = ["ConfigError", "RUN_ONLY_TUNING_KEYS", "cell_settings", "check_config", "layout", "make_grid",
+           "model_options", "model_size", "report_settings", "standin_settings", "weights_input", "weights_value",
+           "worker_markers"]

@@ -1,0 +1,92 @@
+"""Config checks beyond the schema, and the config → rule-settings translation (tunevlseg.config)."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tunevlseg import config as cfg
+from tunevlseg.cells import CellResult, Layout
+
+DEMO = yaml.safe_load((Path(__file__).parents[2] / "config.yaml").read_text())
+
+
+def _demo():
+    return copy.deepcopy(DEMO)
+
+
+@pytest.mark.parametrize("edit,key,words", [
+    (lambda c: c["benchmark"]["datasets"].append("kvasirr"), "benchmark.datasets", ["kvasirr", "tissue"]),
+    (lambda c: c["benchmark"]["models"].append("sam"), "benchmark.models", ["sam", "clipseg"]),
+    (lambda c: c["methods"]["vpt"]["search"].update(weight_decy=c["methods"]["vpt"]["search"]["weight_decay"]),
+     "methods.vpt.search", ["weight_decy", "weight_decay", "depth"]),
+    (lambda c: c["methods"]["cocoop"].update(fixed={"hiden": 32}), "methods.cocoop.fixed", ["hiden", "hidden"]),
+    (lambda c: c["methods"]["coop"]["search"].pop("depth"), "methods.coop.search", ["depth"]),
+    (lambda c: c["methods"]["coop"]["search"]["lr"].update(low=0.1, high=0.01), "methods.coop.search.lr",
+     ["low 0.1 > high 0.01"]),
+    (lambda c: c["models"]["cris"]["standin"].update(dataset="nowhere"), "models.cris.standin.dataset",
+     ["nowhere"]),
+    (lambda c: c["benchmark"].update(models=["cris"], methods=["vpt"]), "benchmark", ["no model supports"]),
+])
+def test_errors_name_the_file_and_the_key(edit, key, words):
+    config = _demo()
+    edit(config)
+    with pytest.raises(cfg.ConfigError) as err:
+        cfg.check_config(config, "my_study.yaml")
+    assert str(err.value).startswith(f"my_study.yaml: {key}: ")
+    for word in words:
+        assert word in str(err.value)
+
+
+def test_the_demo_config_passes_and_fixed_values_count_as_given():
+    cfg.check_config(_demo())
+    config = _demo()
+    config["methods"]["coop"]["search"].pop("depth")
+    config["methods"]["coop"]["fixed"] = {"depth": 2}
+    cfg.check_config(config)
+
+
+def test_cell_settings_are_the_cells_slice_only():
+    config = _demo()
+    config["tuning"].update(workers_per_cell=3, storage="postgresql://db/x")
+    s = cfg.cell_settings(config, "cris", "coop", "ctvolumes")
+    assert s["weights"] == "results/pretrained/cris-standin" and s["model_options"] == {"image_size": 64}
+    assert s["search"] == config["methods"]["coop"]["search"] and s["fixed"] == {}
+    assert s["training"] == config["training"]
+    assert "workers_per_cell" not in s and "storage" not in s and s["n_trials"] == config["tuning"]["n_trials"]
+    finetune = cfg.cell_settings(config, "clipseg", "finetune", "tissue")
+    assert finetune["training"] == {**config["training"], "epochs": 40}  # the method's override wins
+    assert cfg.worker_markers(config, "clipseg", "coop", "tissue") == [
+        f"results/cells/clipseg/coop/tissue/workers/{i}.json" for i in range(3)]
+    assert cfg.worker_markers(config, "clipseg", "zeroshot", "tissue") == []  # no study, no workers
+
+
+def test_report_settings_hold_the_grid_and_domains():
+    s = cfg.report_settings(_demo())
+    assert s["methods"] == DEMO["benchmark"]["methods"] and s["dpi"] == 150
+    assert s["domains"] == {"tissue": "non-radiology", "ctvolumes": "radiology"}
+
+
+def test_layout_paths_pass_wildcards_through():
+    cell = Layout("res").cell("{model}", "{method}", "{dataset}")
+    assert cell.best_json == "res/cells/{model}/{method}/{dataset}/best.json"
+    assert str(Layout("res").cell("a", "b", "c").trial(7).checkpoint) == "res/cells/a/b/c/trials/007/best.pt"
+    assert Layout("res").partial().tables() == "res/partial/tables/dice"
+
+
+def test_cell_result_round_trip_and_errors(tmp_path):
+    import json
+
+    path = tmp_path / "best.json"
+    result = CellResult("clipseg", "coop", "tissue", trial=2, params={"depth": 1}, val_dice=0.5, test_dice_mean=0.4,
+                        test_dice_std=0.1)
+    path.write_text(json.dumps(result.to_dict()))
+    back = CellResult.read(path)
+    assert back.cell == ("clipseg", "coop", "tissue") and back.trial == 2 and back.params == {"depth": 1}
+    assert back.test_iou_mean != back.test_iou_mean  # null reads as NaN
+    path.write_text(json.dumps({**result.to_dict(), "test_dice_mean": "high"}))
+    with pytest.raises(ValueError, match=r"best.json.*'test_dice_mean' must be a number"):
+        CellResult.read(path)
