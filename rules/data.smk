@@ -18,7 +18,7 @@ rule synth:
     log:
         L.log("synth/{dataset}"),
     shell:
-        "tunevlseg synth --out {output} --settings {params.settings:q} > {log} 2>&1"
+        "tunevlseg synth --out {output:q} --settings {params.settings:q} > {log:q} 2>&1"
 
 
 rule obtain:
@@ -34,7 +34,7 @@ rule obtain:
         L.log("obtain/{dataset}"),
     shell:
         "tunevlseg data obtain --source {params.source} --raw-dir {params.raw_dir:q} --archive={params.archive:q}"
-        " --out {output} > {log} 2>&1"
+        " --out {output:q} > {log:q} 2>&1"
 
 
 rule index:
@@ -48,7 +48,7 @@ rule index:
     log:
         L.log("index/{dataset}"),
     shell:
-        "tunevlseg data index --receipt {input} --out {output} --threads {threads} > {log} 2>&1"
+        "tunevlseg data index --receipt {input:q} --out {output:q} --threads {threads} > {log:q} 2>&1"
 
 
 rule prepare:
@@ -64,5 +64,5 @@ rule prepare:
     log:
         L.log("prepare/{dataset}_{size}"),
     shell:
-        "tunevlseg prepare --raw {input.raw} --out {output} --size {wildcards.size}"
-        " --threads {threads} --settings {params.settings:q} > {log} 2>&1"
+        "tunevlseg prepare --raw {input.raw:q} --out {output:q} --size {wildcards.size}"
+        " --threads {threads} --settings {params.settings:q} > {log:q} 2>&1"

@@ -1,4 +1,5 @@
-# Models and tuning: the demo stand-in (when weights: standin), then one Optuna study per cell.
+# Models and tuning: the demo stand-in (when weights: standin), then one Optuna study per cell, then
+# the seed replicates of each cell's best configuration (tuning.final_seeds).
 # With tuning.workers_per_cell K > 1, K `tune_worker` jobs share the cell's study, then `tune`
 # (the same command without --worker) completes anything left and writes the cell's outputs.
 
@@ -18,7 +19,8 @@ rule pretrain_standin:
     log:
         L.log("pretrain/{model}"),
     shell:
-        "tunevlseg pretrain --prepared {input.prepared} --out {output} --settings {params.settings:q} > {log} 2>&1"
+        "tunevlseg pretrain --prepared {input.prepared:q} --out {output:q} --settings {params.settings:q}"
+        " > {log:q} 2>&1"
 
 
 # One of K parallel workers of a cell: runs trials of the shared study until the budget is
@@ -43,8 +45,9 @@ rule tune_worker:
     log:
         L.log("tune/{model}.{method}.{dataset}.worker{worker}"),
     shell:
-        "tunevlseg tune --prepared {input.prepared} --out {params.out} --threads {threads} --worker {wildcards.worker}"
-        " --marker {output.marker} {params.storage} --settings {params.settings:q} > {log} 2>&1"
+        "tunevlseg tune --prepared {input.prepared:q} --out {params.out:q} --threads {threads}"
+        " --worker {wildcards.worker} --marker {output.marker:q} {params.storage} --settings {params.settings:q}"
+        " > {log:q} 2>&1"
 
 
 rule tune:
@@ -56,9 +59,11 @@ rule tune:
         trials=L.cell("{model}", "{method}", "{dataset}").trials_csv,
         best=L.cell("{model}", "{method}", "{dataset}").best_json,
         provenance=L.cell("{model}", "{method}", "{dataset}").provenance_json,
+        seed0=L.cell("{model}", "{method}", "{dataset}").seed(0).result_json,
+        seed0_metrics=L.cell("{model}", "{method}", "{dataset}").seed(0).test_metrics_csv,
     params:
         settings=cell_settings,
-        out=lambda w, output: os.path.dirname(output.best),
+        out=lambda w: cell_files(w).root,
         storage=storage_arg,
     threads: 1
     resources:
@@ -68,5 +73,33 @@ rule tune:
     log:
         L.log("tune/{model}.{method}.{dataset}"),
     shell:
-        "tunevlseg tune --prepared {input.prepared} --out {params.out} --threads {threads}"
-        " {params.storage} --settings {params.settings:q} > {log} 2>&1"
+        "tunevlseg tune --prepared {input.prepared:q} --out {params.out:q} --threads {threads}"
+        " {params.storage} --settings {params.settings:q} > {log:q} 2>&1"
+
+
+# Seed replicate R >= 1 of a cell's best configuration (replicate 0 is the best trial, written by `tune`).
+# tuning.final_seeds is not a param of `tune`: raising it schedules only the new replicates.
+rule retrain:
+    input:
+        prepared=lambda w: L.prepared(w.dataset, model_size(w.model)),
+        weights=lambda w: weights_input(w.model),
+        best=L.cell("{model}", "{method}", "{dataset}").best_json,
+    output:
+        result=L.cell("{model}", "{method}", "{dataset}").seed("{replicate}").result_json,
+        metrics=L.cell("{model}", "{method}", "{dataset}").seed("{replicate}").test_metrics_csv,
+    wildcard_constraints:
+        replicate=r"[1-9]\d*",
+    params:
+        settings=cell_settings,
+        out=lambda w: cell_files(w).root,
+        storage=storage_arg,
+    threads: 1
+    resources:
+        gpu=lambda w: 1 if config["device"] != "cpu" else 0,
+    conda:
+        "../envs/tunevlseg.yaml"
+    log:
+        L.log("retrain/{model}.{method}.{dataset}.seed{replicate}"),
+    shell:
+        "tunevlseg retrain --prepared {input.prepared:q} --out {params.out:q} --replicate {wildcards.replicate}"
+        " --threads {threads} {params.storage} --settings {params.settings:q} > {log:q} 2>&1"

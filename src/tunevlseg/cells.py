@@ -15,6 +15,11 @@ Cell folder ``<results>/cells/<model>/<method>/<dataset>/``:
 ``trials/NNN/``             per trial: ``epochs.csv``, ``best.pt``, ``test_metrics.csv``,
                             ``examples.npz``; while it runs ``resume.pt`` and ``owner.lock``
 ``workers/<i>.json``        marker of parallel worker i (``tuning.workers_per_cell`` > 1)
+``fingerprint.json``        what the study's trials depend on (``tunevlseg.study``)
+``seeds/<r>/``              replicate r of the best configuration: ``result.json`` and
+                            ``test_metrics.csv`` (declared outputs), ``best.pt``, ``epochs.csv``;
+                            r = 0 is the best trial itself (``tuning.final_seeds``)
+``superseded/``             studies of earlier settings, moved aside, never mixed in
 ==========================  ===================================================================
 """
 
@@ -151,6 +156,20 @@ class CellFiles:
     def study_lock(self) -> str:
         return f"{self.root}/study.lock"
 
+    @property
+    def fingerprint_json(self) -> str:
+        """What the study's trials depend on (``tunevlseg.study``); a different one starts a fresh study."""
+        return f"{self.root}/fingerprint.json"
+
+    @property
+    def superseded(self) -> str:
+        """Studies of earlier settings, kept aside (``superseded/<time>-<fingerprint>/``)."""
+        return f"{self.root}/superseded"
+
+    def seed(self, replicate) -> SeedFiles:
+        """Replicate ``r`` of the best configuration (r = 0 is the best trial itself)."""
+        return SeedFiles(f"{self.root}/seeds/{replicate}")
+
     def worker_marker(self, worker) -> str:
         return f"{self.root}/workers/{worker}.json"
 
@@ -195,6 +214,19 @@ class TrialFiles:
     @property
     def owner_lock(self) -> Path:
         return self.path / "owner.lock"
+
+
+@dataclass(frozen=True)
+class SeedFiles(TrialFiles):
+    """The files of one seed replicate ``seeds/<r>``: a trial folder plus ``result.json`` (declared output)."""
+
+    @property
+    def result_json(self) -> str:
+        return f"{self.root}/result.json"
+
+    @property
+    def test_metrics_csv(self) -> str:
+        return f"{self.root}/test_metrics.csv"
 
 
 def cell_dir(results: str | Path, model: str, method: str, dataset: str) -> Path:
@@ -263,5 +295,5 @@ def _number(path: Path, key: str, value: object) -> float:
     return float(value)
 
 
-__all__ = ["ROW_SEP", "RESULT_METRICS", "Cell", "CellFiles", "CellResult", "Grid", "Layout", "TrialFiles",
+__all__ = ["ROW_SEP", "RESULT_METRICS", "Cell", "CellFiles", "CellResult", "Grid", "Layout", "SeedFiles", "TrialFiles",
            "cell_dir", "row_label"]

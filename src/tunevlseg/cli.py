@@ -52,15 +52,14 @@ def cmd_pretrain(args) -> None:
     print(json.dumps(report, indent=1))
 
 
-def cmd_tune(args) -> None:
+def _cell_runner(args):
+    """The cell's runner from --settings/--prepared/--out (claims a free GPU before torch touches CUDA)."""
     spec_values = _settings(args.settings)
     from .gpu_slots import claim_gpu
 
     claim_gpu(spec_values.get("device", "auto"))  # before torch touches CUDA: one free GPU per job
     import torch
 
-    from .jsonio import write_json
-    from .preempt import stop_on_signals
     from .tune import CellRunner, CellSpec
 
     if args.threads:
@@ -68,12 +67,35 @@ def cmd_tune(args) -> None:
     spec = CellSpec.from_dict(spec_values)
     if args.storage:
         spec.storage = args.storage
-    with stop_on_signals():  # SIGTERM/SIGUSR1: stop after the current batch, state kept for the rerun
-        runner = CellRunner(spec, Path(args.prepared), Path(args.out))
+    return CellRunner(spec, Path(args.prepared), Path(args.out))
+
+
+def cmd_tune(args) -> None:
+    from .jsonio import write_json
+    from .preempt import stop_on_signals
+
+    with stop_on_signals():  # SIGTERM/SIGUSR1/SIGINT: stop after the current batch, state kept for the rerun
+        runner = _cell_runner(args)
         frame = runner.run(write_outputs=args.worker is None)
     if args.worker is not None and args.marker:
         states = frame["state"].value_counts().to_dict()
         write_json(Path(args.marker), {"worker": args.worker, "ran": runner.ran, "study": states})
+
+
+def cmd_retrain(args) -> None:
+    from .preempt import stop_on_signals
+
+    with stop_on_signals():
+        record = _cell_runner(args).retrain_replicate(args.replicate)
+    print(json.dumps({k: record[k] for k in ("replicate", "seed", "test_dice_mean")}))
+
+
+def cmd_retry_failed(args) -> None:
+    from .tune import retry_failed
+
+    failed = retry_failed(Path(args.cell), args.storage)
+    print(f"{args.cell}: {len(failed)} failed trial(s) no longer count against max_failed_trials: {failed}; "
+          "rerun the workflow")
 
 
 def _report_grid(opts: dict, best_paths: list[Path] | None = None):
@@ -176,6 +198,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--marker", default=None, help="with --worker: JSON file written when the worker is done")
     p.add_argument("--storage", default=None, help="Optuna storage URL (default: journal file in --out)")
     p.set_defaults(func=cmd_tune)
+
+    p = sub.add_parser("retrain", help="retrain a cell's best configuration with seed replicate R (R >= 1)")
+    p.add_argument("--prepared", required=True)
+    p.add_argument("--out", required=True, help="the cell folder (holds best.json)")
+    p.add_argument("--replicate", type=int, required=True)
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--settings", required=True)
+    p.add_argument("--storage", default=None, help="Optuna storage URL (default: journal file in --out)")
+    p.set_defaults(func=cmd_retrain)
+
+    p = sub.add_parser("retry-failed", help="stop counting a cell's failed trials against max_failed_trials")
+    p.add_argument("cell", help="the cell folder, e.g. results/cells/clipseg/coop/kvasir")
+    p.add_argument("--storage", default=None, help="Optuna storage URL (default: journal file in the cell)")
+    p.set_defaults(func=cmd_retry_failed)
 
     p = sub.add_parser("aggregate", help="Dice tables and figures from finished cells")
     p.add_argument("--best", nargs="+", required=True, help="best.json of every cell (its folder is read too)")

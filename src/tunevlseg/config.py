@@ -16,8 +16,9 @@ from .methods import METHODS, method_settings
 from .models.registry import REGISTRY as MODELS
 from .models.registry import supported_methods
 
-#: Tuning keys that shape how a cell runs, not its result: not part of a cell's settings.
-RUN_ONLY_TUNING_KEYS = ("workers_per_cell", "storage")
+#: Tuning keys that are not part of a cell's study: how it runs (workers, storage) and how many seed
+#: replicates of its best configuration are retrained afterwards (their own jobs).
+RUN_ONLY_TUNING_KEYS = ("workers_per_cell", "storage", "final_seeds")
 #: Stand-in keys passed to pretraining (the rest of ``models.<m>.standin`` says which data to use).
 STANDIN_KEYS = ("arch", "vocabulary", "epochs", "batch_size", "lr", "min_grounding_gap")
 
@@ -149,6 +150,18 @@ def worker_markers(config: dict, model: str, method: str, dataset: str) -> list[
     return [cell.worker_marker(i) for i in range(k)]
 
 
+def n_replicates(config: dict, method: str) -> int:
+    """Seed replicates of a cell's best configuration: ``tuning.final_seeds``; 1 for an untuned method
+    (zero-shot is deterministic)."""
+    return max(1, int(config.get("tuning", {}).get("final_seeds", 1))) if METHODS[method].tuned else 1
+
+
+def replicate_files(config: dict, model: str, method: str, dataset: str) -> list[str]:
+    """Every seed replicate's ``result.json`` of a cell (replicate 0 = the best trial, written by ``tune``)."""
+    cell = layout(config).cell(model, method, dataset)
+    return [cell.seed(r).result_json for r in range(n_replicates(config, method))]
+
+
 def report_settings(config: dict) -> dict:
     """The slice of the config the report uses: plot options, the grid and the datasets' domains."""
     bench = config["benchmark"]
@@ -157,5 +170,5 @@ def report_settings(config: dict) -> dict:
 
 
 __all__ = ["ConfigError", "RUN_ONLY_TUNING_KEYS", "cell_settings", "check_config", "layout", "make_grid",
-           "model_options", "model_size", "report_settings", "standin_settings", "weights_input", "weights_value",
+           "model_options", "model_size", "n_replicates", "replicate_files", "report_settings", "standin_settings", "weights_input", "weights_value",
            "worker_markers"]

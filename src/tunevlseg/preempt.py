@@ -1,4 +1,5 @@
-"""Graceful stop on SIGTERM (SLURM preemption or time limit) or SIGUSR1 (`sbatch --signal=USR1@120`).
+"""Graceful stop on SIGTERM (SLURM preemption or time limit), SIGUSR1 (`sbatch --signal=USR1@120`) or
+SIGINT (Ctrl-C; a second Ctrl-C interrupts at once).
 
 The signal handler only sets a flag; the training loop calls :func:`check` after each
 batch and between trials, which raises :class:`Preempted`. By then the trial's state of its
@@ -11,7 +12,7 @@ from __future__ import annotations
 import signal
 from contextlib import contextmanager
 
-SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
 _received: list[int] = []
 
 
@@ -24,6 +25,8 @@ class Preempted(BaseException):
 
 
 def _handler(signum, frame) -> None:  # noqa: ARG001 (signal handler signature)
+    if signum == signal.SIGINT and signal.SIGINT in _received:
+        raise KeyboardInterrupt  # the second Ctrl-C: stop now (the trial is still resumable from its last epoch)
     _received.append(signum)
 
 

@@ -1,8 +1,11 @@
-"""The Optuna study of one cell (model, method, dataset): resumable, failure-tolerant.
+"""The Optuna study of one cell (model, method, dataset): resumable, failure-tolerant, bound to its settings.
 
 The study lives in a journal file inside the cell folder (or in the database given by
 ``storage``). That file is *not* a declared Snakemake output, so it survives a failed or
 killed job: a rerun loads the study and continues until ``n_trials`` trials have completed.
+The study belongs to a fingerprint of everything that determines its trials
+(:mod:`tunevlseg.study`): a rerun with other settings moves the old study aside and starts afresh,
+so ``trials.csv`` and ``provenance.json`` always describe the same trials.
 
 Several processes ("workers", ``tuning.workers_per_cell``) may run one study at once. Each
 trial is owned through an OS file lock on ``trials/NNN/owner.lock``, held while the trial
@@ -16,15 +19,30 @@ OOM killer) is marked FAIL and replaced. Study-level decisions (adopt, or start 
 only while ``COMPLETE + RUNNING < n_trials``) are taken under ``study.lock``, so K workers
 together complete exactly ``n_trials`` trials.
 
+What a trial may fail with: a non-finite loss (``TrialFailed``) or CUDA running out of memory
+— recorded as FAIL (with the error), the study goes on, at most ``max_failed_trials`` of them.
+An environment fault (disk full, I/O error, permission) stops the job with a clear message and
+leaves the trial resumable; anything else (a bug) stops the job with its traceback, the trial
+resumable too.
+
 Sampling is seeded per trial: trial k is suggested by a TPE sampler seeded with ``seed + k``.
 Trial numbers are unique across workers, so parallel workers never share a seed, and a
 resumed study suggests what an uninterrupted one would have.
+
+Seed replicates (``tuning.final_seeds``): replicate 0 is the study's best trial; replicates
+r >= 1 retrain its configuration with training seed ``1000 * seed + 500 + r`` (one job each,
+:func:`retrain_replicate`), each evaluated on the test split with per-image Dice and IoU.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import errno
+import json
 import logging
 import os
+import resource
+import shutil
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -34,18 +52,18 @@ import optuna
 import pandas as pd
 import torch
 from filelock import FileLock, Timeout
-from optuna.storages import JournalStorage
-from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
 from . import preempt
-from .cells import RESULT_METRICS, CellFiles, CellResult
+from .cells import RESULT_METRICS, CellFiles, CellResult, SeedFiles, TrialFiles
 from .data.cache import PreparedSplit, manifest_hash
-from .jsonio import write_csv, write_json
+from .jsonio import read_json, write_csv, write_json
 from .methods import DEPTH_KEY, OPTIMISER_KEYS, get_method
 from .models.registry import load_adapter as load_model_adapter
 from .prompts import build_learner, learner_class
 from .provenance import environment
+from .study import changed_keys, fingerprint, open_storage, read_fingerprint, supersede, weights_identity, \
+    write_fingerprint
 from .train.examples import save_examples
 from .train.loop import (TrainSettings, TrialFailed, evaluate_test, make_loss, pick_device, summarize_rows,
                          train_prompts, validate)
@@ -56,6 +74,18 @@ NOT_LEARNER_KEYS = {*OPTIMISER_KEYS, DEPTH_KEY}
 #: What a trial may legitimately fail with; the study records it as FAIL and goes on. Anything else
 #: (a programming error, a full disk) stops the job with its traceback and leaves the trial resumable.
 TRIAL_ERRORS = (TrialFailed, torch.OutOfMemoryError)
+#: OS errors that are the machine's fault, not the trial's: they stop the job instead of failing trials.
+ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.EACCES, errno.EPERM}
+#: How torch's zip writer reports a full disk (it raises RuntimeError, not OSError).
+ENVIRONMENT_MESSAGES = ("No space left on device", "Disk quota exceeded", "unexpected pos",
+                        "PytorchStreamWriter failed writing file")
+#: Training seed of seed replicate r >= 1: ``1000 * seed + REPLICATE_SEED_OFFSET + r`` (trial k uses
+#: ``1000 * seed + k``; studies have fewer than 500 trials).
+REPLICATE_SEED_OFFSET = 500
+
+
+class EnvironmentFault(RuntimeError):
+    """The machine, not the trial, failed (disk full, I/O error, permission): stop, fix, rerun."""
 
 
 @dataclass
@@ -83,12 +113,32 @@ class CellSpec:
     max_trial_restarts: int = 2
 
     @classmethod
-    def from_dict(cls, data: dict) -> "CellSpec":
+    def from_dict(cls, data: dict) -> CellSpec:
         known = set(cls.__dataclass_fields__)
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"unknown cell settings: {sorted(unknown)}")
         return cls(**data)
+
+    def check_names(self) -> None:
+        """Every searched or fixed name must be one the method accepts (a misspelt name fails here, once)."""
+        accepted = get_method(self.method).accepted_search_keys()
+        for part, values in (("search", self.search), ("fixed", self.fixed)):
+            unknown = sorted(set(values) - set(accepted))
+            if unknown:
+                raise ValueError(f"methods.{self.method}.{part}: unknown hyper-parameter(s) {unknown}; "
+                                 f"{self.method} accepts {list(accepted)}")
+
+    def fingerprint_components(self, manifest_sha256: str) -> dict:
+        """Everything that determines the cell's trials (``n_trials`` and run-only keys excluded)."""
+        training = dataclasses.asdict(TrainSettings.from_dict(self.training))
+        for key in TrainSettings.RUN_ONLY:
+            training.pop(key, None)
+        return dict(model=self.model, method=self.method, dataset=self.dataset,
+                    weights=weights_identity(self.weights), model_options=self.model_options,
+                    prompt_key=self.prompt_key, seed=self.seed, objective=self.objective,
+                    n_startup_trials=self.n_startup_trials, n_ctx=self.n_ctx, init_text=self.init_text,
+                    search=self.search, fixed=self.fixed, training=training, manifest_sha256=manifest_sha256)
 
 
 def suggest(trial: optuna.Trial, space: dict) -> dict:
@@ -128,6 +178,20 @@ def make_learner(spec: CellSpec, adapter, depth: int, hparams: dict):
     return build_learner(spec.method, adapter.dims, depth=depth, n_ctx=spec.n_ctx, **kwargs)
 
 
+def environment_fault(err: BaseException) -> bool:
+    """True for errors of the machine (disk full, I/O, permission), however torch wraps them."""
+    if isinstance(err, OSError) and err.errno in ENVIRONMENT_ERRNOS:
+        return True
+    return isinstance(err, RuntimeError) and any(m in str(err) for m in ENVIRONMENT_MESSAGES)
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak memory so far: CUDA memory allocated on a GPU (reset per trial), the process's peak RSS on CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 class CellRunner:
     """Runs and summarises the study of one cell in ``out_dir``."""
 
@@ -136,17 +200,19 @@ class CellRunner:
         self.out_dir = Path(out_dir)
         self.files = CellFiles(str(self.out_dir))
         self.method = get_method(spec.method)
+        spec.check_names()
         self.prepared_dir = Path(prepared_dir)
         self.splits = {s: PreparedSplit(self.prepared_dir, s, prompt_key=spec.prompt_key) for s in ("train", "val", "test")}
         TrainSettings.from_dict(spec.training)  # fail now, not once per trial, on a bad key
         self.device = pick_device(spec.device)
         self.adapter = load_adapter(spec).to(self.device)
         self.ran: list[int] = []  # numbers of the trials this process finished (COMPLETE or FAIL)
+        self._fingerprint: tuple[str, dict] | None = None
 
     # ------------------------------------------------------------------ study
     def run(self, write_outputs: bool = True) -> pd.DataFrame:
         """Run (or resume) the cell; unless ``write_outputs`` is False (a parallel worker), write
-        trials.csv, best.json and provenance.json. Returns the trials table."""
+        trials.csv, best.json, provenance.json and seed replicate 0. Returns the trials table."""
         self.out_dir.mkdir(parents=True, exist_ok=True)
         frame = self._tune() if self.method.tuned else self._evaluate_untuned()
         if write_outputs:
@@ -161,11 +227,39 @@ class CellRunner:
             raise RuntimeError(f"{self.out_dir}: trials {running['trial'].tolist()} are still RUNNING in another "
                                "process; write the cell's outputs after every worker has finished")
 
+    def fingerprint(self) -> tuple[str, dict]:
+        """(digest, components) of this cell's settings, data and weights."""
+        if self._fingerprint is None:
+            components = self.spec.fingerprint_components(manifest_hash(self.prepared_dir))
+            self._fingerprint = fingerprint(components), components
+        return self._fingerprint
+
+    def study_name(self) -> str:
+        base = f"{self.spec.model}.{self.spec.method}.{self.spec.dataset}"
+        # a database keeps the studies of earlier settings: the name tells them apart
+        return base if self.spec.storage is None else f"{base}.{self.fingerprint()[0][:12]}"
+
+    def _bind_study(self) -> None:
+        """Under the study lock: keep the cell's study if it belongs to these settings, else move it aside."""
+        digest, components = self.fingerprint()
+        stored = read_fingerprint(self.files)
+        has_study = Path(self.files.journal).exists() or (self.files.path / "trials").exists()
+        if stored is not None and stored.get("fingerprint") != digest:
+            changed = changed_keys(stored.get("components", {}), components)
+            supersede(self.files, stored["fingerprint"], f"settings changed ({', '.join(changed) or 'fingerprint'})")
+        elif stored is None and has_study:
+            supersede(self.files, "unknown", "the study has no fingerprint (made by an older version)")
+        if read_fingerprint(self.files) is None:
+            write_fingerprint(self.files, digest, components, self.study_name())
+
     def _study(self) -> optuna.Study:
         direction = "minimize" if self.spec.objective == "last_val_loss" else "maximize"
-        name = f"{self.spec.model}.{self.spec.method}.{self.spec.dataset}"
-        study = optuna.create_study(study_name=name, storage=open_storage(self.spec.storage, self.out_dir),
-                                    direction=direction, load_if_exists=True)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        with FileLock(self.files.study_lock):
+            self._bind_study()
+            study = optuna.create_study(study_name=self.study_name(),
+                                        storage=open_storage(self.spec.storage, self.out_dir),
+                                        direction=direction, load_if_exists=True)
         self._reseed(study, 0)
         return study
 
@@ -191,15 +285,24 @@ class CellRunner:
                 self._run_trial(study, trial)
         return trials_frame(study, self.spec)
 
+    def _counted_failures(self, study: optuna.Study, trials) -> list:
+        forgiven = set(study.user_attrs.get("forgiven_failures", []))
+        return [t for t in trials if t.state == TrialState.FAIL and t.number not in forgiven]
+
     def _next_trial(self, study: optuna.Study, owner: ExitStack) -> optuna.Trial | None:
         """Under the study lock: adopt an interrupted trial, or start a new one if the budget allows."""
         trials = study.get_trials(deepcopy=False)
         complete = sum(t.state == TrialState.COMPLETE for t in trials)
-        failed = sum(t.state == TrialState.FAIL for t in trials)
         if complete >= self.spec.n_trials:
             return None
-        if failed >= self.spec.max_failed_trials:
-            raise RuntimeError(f"{self.out_dir}: {failed} trials failed (max_failed_trials); see the log")
+        failed = self._counted_failures(study, trials)
+        if len(failed) >= self.spec.max_failed_trials:
+            last = failed[-1].user_attrs.get("error", "see the job's log")
+            raise RuntimeError(
+                f"{self.out_dir}: {len(failed)} trials failed (tuning.max_failed_trials = "
+                f"{self.spec.max_failed_trials}); the last one: {last}. Fix the cause, then run "
+                f"`tunevlseg retry-failed {self.out_dir}` (their failures stop counting; they stay in "
+                "trials.csv as FAIL) and rerun; or raise tuning.max_failed_trials")
         running = [t for t in trials if t.state == TrialState.RUNNING]
         for frozen in running:
             lock = self._owner_lock(frozen.number)
@@ -211,6 +314,7 @@ class CellRunner:
             crashes = frozen.user_attrs.get("crashes", 0) + (0 if frozen.user_attrs.get("preempted") else 1)
             if crashes > self.spec.max_trial_restarts:
                 log.warning("trial %d: its process died %d times; marking it FAIL", frozen.number, crashes)
+                study.set_trial_user_attr(frozen._trial_id, "error", f"its process died {crashes} times")
                 study.tell(frozen.number, state=TrialState.FAIL)
                 return self._next_trial(study, owner)
             log.warning("trial %d was interrupted: resuming it (same parameters and seed)", frozen.number)
@@ -234,19 +338,30 @@ class CellRunner:
         return FileLock(path)
 
     def _run_trial(self, study: optuna.Study, trial: optuna.Trial) -> None:
-        """Run one trial and record it: COMPLETE with its value, FAIL on an error; a stop signal leaves it RUNNING."""
+        """Run one trial and record it: COMPLETE with its value, FAIL on a trial error; a stop signal, an
+        environment fault or a bug leaves it RUNNING (resumable) and stops the job."""
         try:
             value = self._objective(trial)
-        except preempt.Preempted:
+        except (preempt.Preempted, KeyboardInterrupt):
             trial.set_user_attr("preempted", True)
             raise
         except Exception as err:
             if preempt.requested():  # an error caused by the stop signal (e.g. a killed DataLoader worker)
                 trial.set_user_attr("preempted", True)
                 raise preempt.Preempted(preempt.first_signal()) from err
+            if environment_fault(err):
+                try:  # a clean stop: not a crash of the trial (it may fail too, the disk being full)
+                    trial.set_user_attr("preempted", True)
+                except Exception:  # noqa: BLE001
+                    pass
+                raise EnvironmentFault(
+                    f"{self.out_dir}: trial {trial.number} stopped by the machine, not by the trial: "
+                    f"{type(err).__name__}: {err}. Free disk space or fix permissions, then rerun: the trial "
+                    "resumes from its last saved epoch and no failure is counted") from err
             if not isinstance(err, TRIAL_ERRORS):
                 raise
             log.warning("%s trial %d failed: %s: %s", self.out_dir, trial.number, type(err).__name__, err)
+            trial.set_user_attr("error", f"{type(err).__name__}: {err}"[:500])
             study.tell(trial, state=TrialState.FAIL)
         else:
             study.tell(trial, value)
@@ -254,20 +369,33 @@ class CellRunner:
         self.files.trial(trial.number).resume.unlink(missing_ok=True)
 
     def _objective(self, trial: optuna.Trial) -> float:
-        started = time.perf_counter()
         params = {**self.spec.fixed, **suggest(trial, self.spec.search)}
-        hparams = {k: v for k, v in params.items() if k not in NOT_LEARNER_KEYS}
         seed = self.spec.seed * 1000 + trial.number
         trial.set_user_attr("seed", seed)
-        torch.manual_seed(seed)  # the learner's initialisation depends only on the trial
+        metrics = self.train_and_evaluate(params, seed, self.files.trial(trial.number))
+        for key, value in metrics.items():
+            trial.set_user_attr(key, value)
+        log.info("%s trial %d: depth %d, lr %.2g -> val Dice %.3f, test Dice %.3f (%.0f s)", self.out_dir,
+                 trial.number, metrics["depth"], params["lr"], metrics["val_dice"], metrics["test_dice_mean"],
+                 metrics["duration_s"])
+        return metrics["last_val_loss"] if self.spec.objective == "last_val_loss" else metrics["val_dice"]
+
+    def train_and_evaluate(self, params: dict, seed: int, files: TrialFiles) -> dict:
+        """Train one configuration with ``seed`` in ``files`` (resumable), evaluate it on the test split.
+
+        Writes ``epochs.csv``, ``best.pt``, ``test_metrics.csv`` (per image) and ``examples.npz``;
+        returns the metrics and costs recorded for it.
+        """
+        started = time.perf_counter()
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        hparams = {k: v for k, v in params.items() if k not in NOT_LEARNER_KEYS}
+        torch.manual_seed(seed)  # the learner's initialisation depends only on the seed
         settings = TrainSettings.from_dict({**self.spec.training, "lr": params["lr"],
                                             "weight_decay": params.get("weight_decay", 0.0), "seed": seed})
-        # a method that trains the model changes its weights: every trial starts from a freshly loaded model
+        # a method that trains the model changes its weights: every run starts from a freshly loaded model
         adapter = load_adapter(self.spec).to(self.device) if self.method.trains_model else self.adapter
         learner = make_learner(self.spec, adapter, params.get(DEPTH_KEY, 1), hparams)
-        trial.set_user_attr("depth", learner.depth)
-        trial.set_user_attr("n_trainable", sum(p.numel() for p in learner.parameters()))
-        files = self.files.trial(trial.number)
         result = train_prompts(adapter, learner, self.splits["train"], self.splits["val"], settings,
                                files, self.device)
         rows = evaluate_test(adapter, learner, self.splits["test"], settings.batch_size, self.device,
@@ -276,15 +404,11 @@ class CellRunner:
         # evaluate_test loaded best.pt into the learner: the report's qualitative panel shows these
         save_examples(adapter, learner, self.splits["test"], files.examples, device=self.device,
                       amp=settings.amp)
-        for key, value in {**summarize_rows(rows), "val_dice": result.best_val_dice,
-                           "last_val_loss": result.last_val_loss, "best_epoch": result.best_epoch,
-                           "epochs_run": result.epochs_run,
-                           "duration_s": round(time.perf_counter() - started, 2)}.items():
-            trial.set_user_attr(key, value)
-        log.info("%s trial %d: depth %d, lr %.2g -> val Dice %.3f, test Dice %.3f (%.0f s)", self.out_dir,
-                 trial.number, learner.depth, params["lr"], result.best_val_dice,
-                 trial.user_attrs["test_dice_mean"], trial.user_attrs["duration_s"])
-        return result.last_val_loss if self.spec.objective == "last_val_loss" else result.best_val_dice
+        return {"depth": learner.depth, "n_trainable": sum(p.numel() for p in learner.parameters()),
+                **summarize_rows(rows), "val_dice": result.best_val_dice, "last_val_loss": result.last_val_loss,
+                "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
+                "duration_s": round(time.perf_counter() - started, 2),
+                "peak_mem_mb": round(peak_memory_mb(self.device), 1)}
 
     def _evaluate_untuned(self) -> pd.DataFrame:
         """A method without a study (zero-shot): one evaluation of the frozen model, recorded as trial 0."""
@@ -299,10 +423,16 @@ class CellRunner:
         save_examples(self.adapter, learner, self.splits["test"], files.examples, device=self.device, amp=settings.amp)
         row = dict(trial=0, state="COMPLETE", depth=0, lr=None, weight_decay=None, val_dice=val_dice,
                    last_val_loss=val_loss, seed=self.spec.seed, duration_s=round(time.perf_counter() - started, 2),
-                   n_trainable=0, **summarize_rows(rows))
+                   n_trainable=0, peak_mem_mb=round(peak_memory_mb(self.device), 1), **summarize_rows(rows))
         return _with_cell_columns(pd.DataFrame([row]), self.spec)
 
     # ---------------------------------------------------------------- outputs
+    def _provenance(self, **extra) -> dict:
+        return dict(cell=self.spec.__dict__, prepared_dir=str(self.prepared_dir),
+                    manifest_sha256=manifest_hash(self.prepared_dir), device=str(self.device),
+                    cuda_visible_devices=os.environ.get("CUDA_VISIBLE_DEVICES"),
+                    fingerprint=self.fingerprint()[0] if self.method.tuned else None, **extra, **environment())
+
     def _write_outputs(self, frame: pd.DataFrame) -> None:
         best = best_row(frame, self.spec.objective)
         params_cols = [c for c in frame.columns if c.startswith("param_")]
@@ -314,32 +444,90 @@ class CellRunner:
                         **{c[len("param_"):]: best[c] for c in params_cols}},
                 **{k: best[k] for k in RESULT_METRICS},
             )
-        provenance = dict(cell=self.spec.__dict__, prepared_dir=str(self.prepared_dir),
-                          manifest_sha256=manifest_hash(self.prepared_dir), device=str(self.device),
-                          cuda_visible_devices=os.environ.get("CUDA_VISIBLE_DEVICES"),
-                          seeds=dict(study=self.spec.seed, trials=frame["seed"].dropna().astype(int).tolist()),
-                          **environment())
+        provenance = self._provenance(
+            seeds=dict(study=self.spec.seed, trials=frame["seed"].dropna().astype(int).tolist()))
         write_csv(Path(self.files.trials_csv), frame)
         write_json(Path(self.files.provenance_json), provenance)
         write_json(Path(self.files.best_json), _plain(result.to_dict()))
+        self._write_replicate_zero(frame, best)
+
+    def _write_replicate_zero(self, frame: pd.DataFrame, best: dict | None) -> None:
+        """Seed replicate 0 is the selected trial itself: its per-image metrics and its record."""
+        target = self.files.seed(0)
+        target.path.mkdir(parents=True, exist_ok=True)
+        if best is None:
+            write_csv(Path(target.test_metrics_csv), pd.DataFrame(columns=["id", "dice", "iou"]))
+            write_json(Path(target.result_json), {"replicate": 0, "trial": None, "seed": None})
+            return
+        source = self.files.trial(int(best["trial"]))
+        with open(source.test_metrics) as src:
+            write_csv(Path(target.test_metrics_csv), pd.read_csv(src))
+        record = {k: _plain(best.get(k)) for k in ("trial", "seed", "depth", "n_trainable", "val_dice",
+                                                   "test_dice_mean", "test_iou_mean", "duration_s",
+                                                   "peak_mem_mb")}
+        write_json(Path(target.result_json), {"replicate": 0, **record, "params": self._best_params(best),
+                                              "fingerprint": self.fingerprint()[0] if self.method.tuned else None,
+                                              "device": str(self.device)})
+
+    @staticmethod
+    def _best_params(best: dict) -> dict:
+        params = {"lr": best.get("lr"), "weight_decay": best.get("weight_decay")}
+        if best.get("depth") and best.get("depth") == best.get("depth"):
+            params[DEPTH_KEY] = int(best["depth"])
+        params.update({c[len("param_"):]: v for c, v in best.items() if c.startswith("param_")})
+        return _plain({k: v for k, v in params.items() if v is not None and v == v})
+
+    # ---------------------------------------------------------------- seed replicates
+    def retrain_replicate(self, replicate: int) -> dict:
+        """Retrain the cell's best configuration with replicate ``replicate``'s seed; write ``seeds/<r>/``.
+
+        Needs ``best.json`` (the finished study). Resumable: a killed replicate continues from its last
+        epoch; a replicate of another configuration (the best trial changed) starts over.
+        """
+        if replicate < 1:
+            raise ValueError("replicate 0 is the best trial itself (written by `tunevlseg tune`)")
+        best = CellResult.read(self.files.best_json)
+        if best.trial != best.trial:  # NaN: no completed trial
+            raise RuntimeError(f"{self.files.best_json}: the cell has no completed trial to retrain")
+        params = dict(best.params)
+        params.setdefault("lr", self.spec.fixed.get("lr"))
+        seed = self.spec.seed * 1000 + REPLICATE_SEED_OFFSET + replicate
+        files = self.files.seed(replicate)
+        key = {"params": params, "seed": seed, "fingerprint": self.fingerprint()[0]}
+        key_path = files.path / "key.json"
+        if files.path.exists() and (not key_path.is_file() or json.loads(key_path.read_text()) != key):
+            shutil.rmtree(files.path)  # a replicate of another configuration: start over
+        files.path.mkdir(parents=True, exist_ok=True)
+        if not key_path.is_file():
+            write_json(key_path, key)
+        metrics = self.train_and_evaluate(params, seed, files)
+        record = {"replicate": replicate, "trial": None, "seed": seed, **metrics, "params": params,
+                  "fingerprint": key["fingerprint"], "device": str(self.device)}
+        write_json(Path(files.result_json), _plain(record))
+        files.resume.unlink(missing_ok=True)
+        return record
 
 
-def open_storage(url: str | None, cell_dir: Path):
-    """The study's storage: a journal file in the cell folder by default, else an Optuna storage URL.
+def retry_failed(cell_dir: Path, storage: str | None = None) -> list[int]:
+    """Stop counting a cell's failed trials against ``max_failed_trials`` (they stay FAIL in trials.csv)."""
+    files = CellFiles(str(cell_dir))
+    stored = read_fingerprint(files)
+    if stored is None:
+        raise FileNotFoundError(f"{cell_dir}: no study here ({files.fingerprint_json} missing)")
+    with FileLock(files.study_lock):
+        study = optuna.load_study(study_name=stored["study_name"], storage=open_storage(storage, Path(cell_dir)))
+        failed = [t.number for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))]
+        forgiven = sorted(set(study.user_attrs.get("forgiven_failures", [])) | set(failed))
+        study.set_user_attr("forgiven_failures", forgiven)
+    return failed
 
-    A journal file is safe for several processes on one host (and on shared file systems
-    with working locks); for workers on many nodes use an RDB URL (``postgresql://...``,
-    ``mysql://...``) or ``grpc://host:port`` for Optuna's gRPC storage proxy. SQLite must
-    not be shared by parallel workers.
-    """
-    if url is None:
-        return JournalStorage(JournalFileBackend(CellFiles(str(cell_dir)).journal))
-    if url.startswith("grpc://"):
-        from optuna.storages import GrpcStorageProxy
 
-        host, _, port = url[len("grpc://"):].partition(":")
-        return GrpcStorageProxy(host=host, port=int(port or 13000))
-    return optuna.storages.RDBStorage(url)
+def load_cell_study(cell_dir: Path, storage: str | None = None) -> optuna.Study:
+    """The study of a cell folder (read through its fingerprint's study name)."""
+    stored = read_fingerprint(CellFiles(str(cell_dir)))
+    if stored is None:
+        raise FileNotFoundError(f"{cell_dir}: no study here (fingerprint.json missing)")
+    return optuna.load_study(study_name=stored["study_name"], storage=open_storage(storage, Path(cell_dir)))
 
 
 def trials_frame(study: optuna.Study, spec: CellSpec) -> pd.DataFrame:
@@ -354,7 +542,8 @@ def trials_frame(study: optuna.Study, spec: CellSpec) -> pd.DataFrame:
                    test_dice_mean=attrs.get("test_dice_mean"), test_dice_std=attrs.get("test_dice_std"),
                    test_iou_mean=attrs.get("test_iou_mean"), test_iou_std=attrs.get("test_iou_std"),
                    n_test=attrs.get("n_test"), seed=attrs.get("seed"), duration_s=attrs.get("duration_s"),
-                   best_epoch=attrs.get("best_epoch"), n_trainable=attrs.get("n_trainable"))
+                   best_epoch=attrs.get("best_epoch"), n_trainable=attrs.get("n_trainable"),
+                   peak_mem_mb=attrs.get("peak_mem_mb"), error=attrs.get("error"))
         for key, value in {**spec.fixed, **t.params}.items():
             if key not in NOT_LEARNER_KEYS:
                 row[f"param_{key}"] = value
@@ -382,6 +571,12 @@ def _plain(value):
     """numpy scalars → Python scalars for JSON."""
     if isinstance(value, dict):
         return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
     if hasattr(value, "item"):
         return value.item()
     return value
+
+
+__all__ = ["CellRunner", "CellSpec", "EnvironmentFault", "REPLICATE_SEED_OFFSET", "best_row", "load_cell_study",
+           "make_learner", "read_json", "retry_failed", "suggest", "trials_frame"]

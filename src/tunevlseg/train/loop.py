@@ -6,6 +6,7 @@ import csv
 import math
 import time
 from dataclasses import dataclass, field
+from typing import ClassVar
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +44,8 @@ class TrainSettings:
     amp: bool = True
     progress: bool = True
 
+    #: Settings that change how a trial runs, not its result (not part of a study's fingerprint).
+    RUN_ONLY: ClassVar[tuple[str, ...]] = ("num_workers", "progress")
 
     @classmethod
     def from_dict(cls, values: dict) -> "TrainSettings":
