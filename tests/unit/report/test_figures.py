@@ -296,7 +296,7 @@ def test_partial_report_marks_the_missing_cell(tmp_path, capsys):
     for png in pngs:
         assert open(png, "rb").read(8) == PNG, png
     corr = pd.read_csv(files["correlations"])
-    assert list(corr["dataset"]) == ["tissue"] and corr.loc[0, "n"] == 2
+    assert list(corr["dataset"]) == ["tissue", "pooled"] and corr.loc[0, "n"] == 2
 
     # the same report from the workflow's config file, written to the default <results>/partial
     config = tmp_path / "config.yaml"
