@@ -86,7 +86,9 @@ def _write_cost(grid: Grid, cost: pd.DataFrame, dice: pd.DataFrame, tables: Path
                 dpi: int) -> list[Path]:
     """The cost table and the Dice-vs-parameters figure (and its points)."""
     path = Path(table_files(tables)["cost"])
-    write_csv(path, cost_table(cost, grid.rows(), list(grid.datasets)))
+    table = cost_table(cost, grid.rows(), list(grid.datasets))  # checks the columns first
+    _check_in_grid(grid, table, "cost")
+    write_csv(path, table)
     points = dice_vs_params(cost, dice)
     write_csv(Path(files["params_table"]), points)
     return [path, Path(files["params_table"]), plot_dice_vs_params(points, files["dice_vs_params"], dpi=dpi)]
@@ -130,7 +132,6 @@ def render_report(grid: Grid, cells: Mapping[Cell, Path], tables: Path, figures:
         shown, not_worse = summary_as_best(summary), versus_best(means, rows)
         extra += _write_statistics(grid, means, summary, Path(tables), files, dpi)
     if cost is not None:
-        _check_in_grid(grid, cost, "cost")
         extra += _write_cost(grid, cost, shown, Path(tables), files, dpi)
     out = list(write_dice_tables(shown, Path(tables), datasets=datasets, rows=rows, not_worse=not_worse))
     out.append(plot_dice_heatmap(shown, files["heatmap"], dpi=dpi, datasets=datasets, rows=rows))
