@@ -84,11 +84,9 @@ def _write_statistics(grid: Grid, means: pd.DataFrame, summary: pd.DataFrame, ta
 
 def _write_cost(grid: Grid, cost: pd.DataFrame, dice: pd.DataFrame, tables: Path, files: dict,
                 dpi: int) -> list[Path]:
-    """The cost table and the Dice-vs-parameters figure (and its points)."""
+    """The cost table (a checked :func:`cost_table`) and the Dice-vs-parameters figure (and its points)."""
     path = Path(table_files(tables)["cost"])
-    table = cost_table(cost, grid.rows(), list(grid.datasets))  # checks the columns first
-    _check_in_grid(grid, table, "cost")
-    write_csv(path, table)
+    write_csv(path, cost)
     points = dice_vs_params(cost, dice)
     write_csv(Path(files["params_table"]), points)
     return [path, Path(files["params_table"]), plot_dice_vs_params(points, files["dice_vs_params"], dpi=dpi)]
@@ -125,6 +123,9 @@ def render_report(grid: Grid, cells: Mapping[Cell, Path], tables: Path, figures:
     rows, datasets = grid.rows(), list(grid.datasets)
     files = figure_files(figures, grid)
     shown, not_worse, extra = best, None, []  # shown: the numbers of the Dice table and figures
+    if cost is not None:  # every input is checked before anything is written
+        cost = cost_table(cost, rows, datasets)
+        _check_in_grid(grid, cost, "cost")
     if per_image is not None:
         per_image = check_per_image(per_image)
         _check_in_grid(grid, per_image, "per-image results")
