@@ -55,3 +55,14 @@ def test_per_image_cells_outside_the_grid_are_an_error(per_image, tmp_path):
     with pytest.raises(ValueError, match="per-image results of cell.*busi"):
         render_report(GRID, cells, tmp_path / "t/dice", tmp_path / "f", dpi=40, per_image=foreign)
     assert not (tmp_path / "t").exists()
+
+
+def test_bad_cost_frame_writes_nothing(per_image, tmp_path):
+    cells = write_cells(tmp_path / "results", GRID, per_image, n_trials=3)
+    with pytest.raises(ValueError, match="cost of cell.*cris"):
+        render_report(GRID, cells, tmp_path / "t/dice", tmp_path / "f", dpi=40, per_image=per_image,
+                      cost=cost_frame(GRID).assign(model="cris"))
+    with pytest.raises(ValueError, match="lacks column.*n_trials"):
+        render_report(GRID, cells, tmp_path / "t/dice", tmp_path / "f", dpi=40,
+                      cost=cost_frame(GRID).drop(columns="n_trials"))
+    assert not (tmp_path / "t").exists() and not (tmp_path / "f").exists()
