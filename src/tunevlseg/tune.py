@@ -55,7 +55,7 @@ from filelock import FileLock, Timeout
 from optuna.trial import TrialState
 
 from . import preempt
-from .cells import RESULT_METRICS, CellFiles, CellResult, SeedFiles, TrialFiles
+from .cells import RESULT_METRICS, CellFiles, CellResult, TrialFiles
 from .data.cache import PreparedSplit, manifest_hash
 from .jsonio import read_json, write_csv, write_json
 from .methods import DEPTH_KEY, OPTIMISER_KEYS, get_method

@@ -19,13 +19,19 @@ from matplotlib.ticker import MaxNLocator
 from scipy import stats
 
 from tunevlseg.report.collect import BASELINES, atomic_path, order_rows, with_row_labels
+from tunevlseg.report.stats import CONFIDENCE, SEED
 from tunevlseg.report.tables import dice_numeric
 
-__all__ = ["depth_correlations", "new_figure", "placeholder", "plot_depth_vs_dice", "plot_dice_heatmap", "row_palette",
+__all__ = ["POOLED", "depth_correlations", "new_figure", "placeholder", "plot_depth_vs_dice", "plot_dice_heatmap", "row_palette",
            "save_figure"]
 
 NO_TRIALS = "no completed trials"
-CORR_COLUMNS = ("dataset", "model", "method", "n", "rho", "p")
+CORR_COLUMNS = ("dataset", "model", "method", "n", "rho", "p", "ci_low", "ci_high")
+#: ``dataset`` of the correlations pooled over a method's datasets.
+POOLED = "pooled"
+#: Bootstrap of the depth correlations: resamples, confidence, fewest trials for an interval.
+N_CORR_BOOT = 2000
+MIN_CI_TRIALS = 5
 PANEL_COLS = 3
 JITTER = 0.12
 MARKERS = ("o", "s", "^", "D", "v")  # one per model, on top of the colour per model · method
@@ -114,29 +120,105 @@ def _spearman(depth: pd.Series, dice: pd.Series) -> tuple[float, float]:
     return float(result.statistic), float(result.pvalue)
 
 
+def _z_ranks(values: np.ndarray) -> np.ndarray:
+    """Ranks along the last axis (ties averaged), centred and scaled to unit variance; 0 if constant."""
+    ranks = stats.rankdata(values, axis=-1)
+    ranks = ranks - ranks.mean(axis=-1, keepdims=True)
+    sd = ranks.std(axis=-1, keepdims=True)
+    return np.divide(ranks, sd, out=np.zeros_like(ranks), where=sd > 0)
+
+
+def _pooled_rank_corr(strata: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    """Pearson correlation (along the last axis) of the within-stratum standardised ranks of x and y.
+
+    One stratum: Spearman's rho.  Several: the trial-weighted mean of the strata's rho (a stratum
+    whose x or y is constant contributes nothing); NaN when nothing varies.
+    """
+    x = np.concatenate([_z_ranks(a) for a, _ in strata], axis=-1)
+    y = np.concatenate([_z_ranks(b) for _, b in strata], axis=-1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # constant input: NaN
+        return stats.pearsonr(x, y, axis=-1).statistic
+
+
+def _rank_corr_ci(strata: list[tuple[np.ndarray, np.ndarray]], seed: int = SEED) -> tuple[float, float]:
+    """95 % percentile bootstrap interval of :func:`_pooled_rank_corr`, resampling trials within
+    each stratum (:func:`scipy.stats.bootstrap` resamples each index sample on its own).  Resamples
+    in which nothing varies have no rho and are left out.  NaN with fewer than ``MIN_CI_TRIALS``."""
+    if sum(len(a) for a, _ in strata) < MIN_CI_TRIALS:
+        return math.nan, math.nan
+
+    def statistic(*index, axis=-1):
+        picked = [(a[i.astype(int)], b[i.astype(int)]) for (a, b), i in zip(strata, index, strict=True)]
+        return _pooled_rank_corr(picked)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = stats.bootstrap(tuple(np.arange(len(a), dtype=float) for a, _ in strata), statistic,
+                              n_resamples=N_CORR_BOOT, vectorized=True, method="percentile",
+                              rng=np.random.default_rng(seed))
+    dist = res.bootstrap_distribution
+    if np.isnan(dist).all():
+        return math.nan, math.nan
+    low, high = np.nanpercentile(dist, [50 * (1 - CONFIDENCE), 50 * (1 + CONFIDENCE)])
+    return float(low), float(high)
+
+
+def _varying(grp: pd.DataFrame) -> bool:
+    return len(grp) >= 2 and grp["depth"].nunique() > 1 and grp["test_dice_mean"].nunique() > 1
+
+
+def _pooled_row(model: str, method: str, groups: list[pd.DataFrame]) -> tuple:
+    strata = [(g["depth"].to_numpy(float), g["test_dice_mean"].to_numpy(float)) for g in groups if _varying(g)]
+    n = sum(len(a) for a, _ in strata)
+    if n < 3:
+        return (POOLED, model, method, n, math.nan, math.nan, math.nan, math.nan)
+    x = np.concatenate([_z_ranks(a) for a, _ in strata])
+    y = np.concatenate([_z_ranks(b) for _, b in strata])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = stats.pearsonr(x, y)
+    return (POOLED, model, method, n, float(result.statistic), float(result.pvalue), *_rank_corr_ci(strata))
+
+
 def depth_correlations(trials: pd.DataFrame) -> pd.DataFrame:
-    """Spearman correlation of prompt depth vs test Dice per (dataset, model, method).
+    """Spearman correlation of prompt depth vs test Dice per (dataset, model, method), and pooled.
 
     Uses the COMPLETE trials of prompt-tuning methods (baselines ``zeroshot`` / ``finetune``
-    and depth <= 0 excluded).  Columns ``dataset, model, method, n, rho, p``; ``rho`` and
-    ``p`` are NaN when ``n < 3`` or depth (or Dice) is constant.  These are the numbers shown
-    in the legend of :func:`plot_depth_vs_dice`.
+    and depth <= 0 excluded).  Columns ``dataset, model, method, n, rho, p, ci_low, ci_high``;
+    ``rho`` and ``p`` (:func:`scipy.stats.spearmanr`) are NaN when ``n < 3`` or depth (or Dice) is
+    constant; ``[ci_low, ci_high]`` is a 95 % percentile bootstrap interval over the trials
+    (NaN with fewer than ``MIN_CI_TRIALS`` trials).  Lines with ``dataset == POOLED`` pool each
+    (model, method) over its datasets: rho is the Pearson correlation of depth and Dice ranks
+    taken within each dataset and standardised there (the trial-weighted mean of the per-dataset
+    Spearman rho; datasets where depth or Dice never varied are left out, ``n`` counts the rest),
+    p is Pearson's, the interval resamples trials within each dataset.  These are the numbers of
+    :func:`plot_depth_vs_dice`.  TPE's trials are not independent samples (later trials follow
+    the earlier), so the p-values and intervals are descriptive.
     """
     tuned = _tuned_trials(trials)
-    rows = []
+    rows, pooled = [], []
     if not tuned.empty:
         for (dataset, model, method), grp in tuned.groupby(["dataset", "model", "method"]):
             rho, p = _spearman(grp["depth"], grp["test_dice_mean"])
-            rows.append((dataset, model, method, len(grp), rho, p))
-    frame = pd.DataFrame(rows, columns=list(CORR_COLUMNS))
-    return frame.astype({"n": int, "rho": float, "p": float})
+            strata = [(grp["depth"].to_numpy(float), grp["test_dice_mean"].to_numpy(float))]
+            ci = _rank_corr_ci(strata) if not math.isnan(rho) else (math.nan, math.nan)
+            rows.append((dataset, model, method, len(grp), rho, p, *ci))
+        for (model, method), grp in tuned.groupby(["model", "method"]):
+            pooled.append(_pooled_row(model, method, [g for _, g in grp.groupby("dataset")]))
+    frame = pd.DataFrame(rows + pooled, columns=list(CORR_COLUMNS))
+    return frame.astype({"n": int, "rho": float, "p": float, "ci_low": float, "ci_high": float})
 
 
-def _legend_label(label: str, rho: float, p: float) -> str:
+def _p_text(p: float) -> str:
+    return f"{p:.2g}" if p >= 0.001 else f"{p:.1e}"
+
+
+def _legend_label(label: str, rho: float, p: float, low: float = math.nan, high: float = math.nan) -> str:
     if math.isnan(rho):
         return f"{label} (ρ=n/a)"
-    p_text = f"{p:.2g}" if p >= 0.001 else f"{p:.1e}"
-    return f"{label} (ρ={rho:.2f}, p={p_text})"
+    ci = "" if math.isnan(low) else f" [{low:.2f}, {high:.2f}]"
+    return f"{label} (ρ={rho:.2f}{ci}, p={_p_text(p)})"
 
 
 def _zero_shot_lines(trials: pd.DataFrame) -> pd.DataFrame:
@@ -165,7 +247,7 @@ def _draw_panel(ax, data: pd.DataFrame, zero_shot: pd.DataFrame, corr: pd.DataFr
         c = corr.loc[(corr["model"] == grp["model"].iat[0])
                      & (corr["method"] == grp["method"].iat[0])].iloc[0]
         handles.append(line)
-        labels.append(_legend_label(label, c["rho"], c["p"]))
+        labels.append(_legend_label(label, c["rho"], c["p"], c["ci_low"], c["ci_high"]))
     styles = ["--", ":", "-."]
     for i, zs in enumerate(zero_shot.itertuples(index=False)):
         name = "zero-shot" if len(zero_shot) == 1 else f"zero-shot · {zs.model}"
@@ -176,20 +258,53 @@ def _draw_panel(ax, data: pd.DataFrame, zero_shot: pd.DataFrame, corr: pd.DataFr
               frameon=False, ncols=1)
 
 
+def _draw_forest(ax, corr: pd.DataFrame, palette: dict[str, tuple]) -> None:
+    """Spearman rho with its bootstrap CI per row: each dataset a grey bar, the pooled value a diamond."""
+    rows = list(palette)
+    labelled = with_row_labels(corr.dropna(subset=["rho"])) if not corr.empty else corr
+    datasets = sorted(d for d in corr["dataset"].unique() if d != POOLED)
+    step = 0.5 / max(len(datasets), 1)
+    for y, row in enumerate(rows):
+        sel = labelled.loc[labelled["row"] == row] if not labelled.empty else labelled
+        for j, dataset in enumerate(datasets):
+            c = sel.loc[sel["dataset"] == dataset]
+            if not c.empty:
+                c = c.iloc[0]
+                yy = y + 0.3 - step * (j + 0.5)
+                ax.plot([c["ci_low"], c["ci_high"]], [yy, yy], color="0.6", lw=1.0)
+                ax.plot(c["rho"], yy, "o", color="0.45", ms=3)
+        pooled = sel.loc[sel["dataset"] == POOLED]
+        if not pooled.empty:
+            c = pooled.iloc[0]
+            ax.plot([c["ci_low"], c["ci_high"]], [y - 0.3, y - 0.3], color=palette[row], lw=2.2)
+            ax.plot(c["rho"], y - 0.3, "D", color=palette[row], ms=6)
+    ax.axvline(0.0, color="0.3", lw=0.8, ls=":")
+    ax.set_yticks(range(len(rows)), rows, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlim(-1.05, 1.05)
+    ax.set_xlabel("Spearman ρ (depth, test Dice), 95 % bootstrap CI")
+    ax.set_title("ρ per dataset (grey) and pooled (◆)")
+    ax.grid(axis="x", alpha=0.3)
+
+
 def row_palette(rows: list[str]) -> dict[str, tuple]:
     colours = sns.color_palette("tab10" if len(rows) <= 10 else "husl", len(rows))
     return dict(zip(rows, colours, strict=True))
 
 
-def plot_depth_vs_dice(trials: pd.DataFrame, out_png: Path, dpi: int = 150) -> Path:
+def plot_depth_vs_dice(trials: pd.DataFrame, out_png: Path, dpi: int = 150,
+                       corr: pd.DataFrame | None = None) -> Path:
     """Test Dice vs prompt depth over all COMPLETE trials of prompt-tuning methods.
 
-    One panel per dataset (shared y axis 0..1); one colour per ``model · method`` (same in every
+    One panel per dataset (y axis 0..1); one colour per ``model · method`` (same in every
     panel) with jittered trial points and a line through the per-depth means; each dataset's
     zero-shot Dice (when present) is a dashed horizontal line labelled "zero-shot".  Legend
-    entries carry the Spearman rho and p over (depth, test Dice) of that method in that panel
-    (see :func:`depth_correlations`), or "(ρ=n/a)" with fewer than 3 trials / constant depth.
-    No complete tuned trial gives a PNG that says "no completed trials".  Written atomically;
+    entries carry the Spearman rho, its bootstrap CI and p over (depth, test Dice) of that method
+    in that panel (see :func:`depth_correlations`), or "(ρ=n/a)" with fewer than 3 trials /
+    constant depth.  A last panel shows every rho with its CI: per dataset in grey, pooled over
+    the datasets in the row's colour.
+    No complete tuned trial gives a PNG that says "no completed trials".  ``corr`` is
+    :func:`depth_correlations` of ``trials`` when the caller has it already.  Written atomically;
     returns ``out_png``.
     """
     title = "Test Dice vs prompt depth (completed trials)"
@@ -197,17 +312,18 @@ def plot_depth_vs_dice(trials: pd.DataFrame, out_png: Path, dpi: int = 150) -> P
     if tuned.empty:
         return placeholder(out_png, dpi, title)
     tuned = with_row_labels(tuned)
-    corr = depth_correlations(trials)
+    corr = depth_correlations(trials) if corr is None else corr
     zero_shot = _zero_shot_lines(trials)
     datasets = sorted(tuned["dataset"].unique())
     palette = row_palette(order_rows(tuned))
     models = sorted(tuned["model"].unique())
     markers = {m: MARKERS[i % len(MARKERS)] for i, m in enumerate(models)}
-    n_cols = min(PANEL_COLS, len(datasets))
-    n_rows = math.ceil(len(datasets) / n_cols)
+    n_panels = len(datasets) + 1  # the last one: rho with its interval per dataset and pooled
+    n_cols = min(PANEL_COLS, n_panels)
+    n_rows = math.ceil(n_panels / n_cols)
     legend_h = 0.22 * (len(palette) + zero_shot["model"].nunique()) + 0.4
     fig = new_figure(4.6 * n_cols, (3.4 + legend_h) * n_rows)
-    axes = fig.subplots(n_rows, n_cols, sharey=True, squeeze=False).ravel()
+    axes = fig.subplots(n_rows, n_cols, squeeze=False).ravel()  # every Dice panel has y 0..1
     rng = np.random.default_rng(0)
     for i, (ax, dataset) in enumerate(zip(axes, datasets, strict=False)):
         _draw_panel(ax, tuned.loc[tuned["dataset"] == dataset],
@@ -219,7 +335,8 @@ def plot_depth_vs_dice(trials: pd.DataFrame, out_png: Path, dpi: int = 150) -> P
         ax.set_ylim(0.0, 1.0)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(axis="y", alpha=0.3)
-    for ax in axes[len(datasets):]:
+    _draw_forest(axes[len(datasets)], corr, palette)
+    for ax in axes[len(datasets) + 1:]:
         ax.set_axis_off()
     fig.suptitle(title)
     return save_figure(fig, out_png, dpi)

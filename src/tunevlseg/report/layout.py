@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..cells import Grid
 
-__all__ = ["figure_files"]
+__all__ = ["figure_files", "table_files"]
 
 
 def figure_files(figures: str | Path, grid: Grid) -> dict:
@@ -18,7 +18,9 @@ def figure_files(figures: str | Path, grid: Grid) -> dict:
 
     Keys: ``heatmap``, ``depth``, ``correlations``, ``domains``, ``domain_table`` (single paths);
     ``history`` and ``importances`` ({cell: path} for :meth:`Grid.tuned_cells`);
-    ``qualitative`` ({dataset: path}).
+    ``qualitative`` ({dataset: path}).  Written only from per-image results: ``critical_difference``
+    (png) and ``cd_table`` (its csv); only from the cost frame: ``dice_vs_params`` (png) and
+    ``params_table`` (its csv).
     """
     f = Path(figures)
 
@@ -34,4 +36,24 @@ def figure_files(figures: str | Path, grid: Grid) -> dict:
         "history": {c: cell_path(c, "history.png") for c in grid.tuned_cells()},
         "importances": {c: cell_path(c, "importances.png") for c in grid.tuned_cells()},
         "qualitative": {d: str(f / "qualitative" / f"{d}.png") for d in grid.datasets},
+        "critical_difference": str(f / "critical_difference.png"),
+        "cd_table": str(f / "critical_difference.csv"),
+        "dice_vs_params": str(f / "dice_vs_params.png"),
+        "params_table": str(f / "dice_vs_params.csv"),
+    }
+
+
+def table_files(dice_prefix: str | Path) -> dict:
+    """Every table path, from the Dice table's prefix (``<tables>/dice``; strings).
+
+    Keys: ``dice`` ([csv, md, tex]); written only from per-image results: ``pairwise`` and
+    ``rank_stability``; only from the cost frame: ``cost`` (csvs next to the Dice table).
+    """
+    prefix = Path(dice_prefix)
+    folder = prefix.parent
+    return {
+        "dice": [str(prefix.with_name(prefix.name + s)) for s in (".csv", ".md", ".tex")],
+        "pairwise": str(folder / "pairwise.csv"),
+        "rank_stability": str(folder / "rank_stability.csv"),
+        "cost": str(folder / "cost.csv"),
     }

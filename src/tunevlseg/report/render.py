@@ -16,11 +16,14 @@ import pandas as pd
 
 from tunevlseg.jsonio import write_csv
 from tunevlseg.report.collect import CELL_KEYS, load_best, load_trials, row_label
+from tunevlseg.report.cost import cost_table, dice_vs_params, plot_dice_vs_params
 from tunevlseg.report.domains import domain_means, plot_domain_bars
 from tunevlseg.report.figures import depth_correlations, plot_depth_vs_dice, plot_dice_heatmap
 from tunevlseg.cells import CellFiles, Grid, cell_dir
-from tunevlseg.report.layout import figure_files
+from tunevlseg.report.layout import figure_files, table_files
 from tunevlseg.report.qualitative import load_examples, plot_qualitative
+from tunevlseg.report.ranking import cd_table, complete_block, friedman_ranks, plot_critical_difference, rank_stability
+from tunevlseg.report.stats import cell_summary, check_per_image, image_means, pairwise_tests, summary_as_best, versus_best
 from tunevlseg.report.study_figures import load_study_snapshot, plot_history, plot_importances
 from tunevlseg.report.tables import write_dice_tables
 
@@ -60,9 +63,40 @@ def _best_trials(best: pd.DataFrame) -> dict[Cell, float]:
     return {tuple(r[k] for k in CELL_KEYS): r["trial"] for _, r in best.iterrows()}
 
 
+def _check_in_grid(grid: Grid, frame: pd.DataFrame, what: str) -> None:
+    cells = set(grid.cells())
+    present = frame[list(CELL_KEYS)].drop_duplicates().itertuples(index=False)
+    foreign = sorted({tuple(r) for r in present} - cells)
+    if foreign:
+        raise ValueError(f"{what} of cell(s) outside the configured grid: {foreign}")
+
+
+def _write_statistics(grid: Grid, means: pd.DataFrame, summary: pd.DataFrame, tables: Path,
+                      files: dict, dpi: int) -> list[Path]:
+    """Pairwise tests, rank stability and the critical-difference diagram from per-image results."""
+    rows, datasets, paths = grid.rows(), list(grid.datasets), table_files(tables)
+    write_csv(Path(paths["pairwise"]), pairwise_tests(means, rows))
+    write_csv(Path(paths["rank_stability"]), rank_stability(means, rows))
+    friedman = friedman_ranks(complete_block(summary, rows, datasets))
+    write_csv(Path(files["cd_table"]), cd_table(friedman))
+    png = plot_critical_difference(friedman, files["critical_difference"], dpi=dpi)
+    return [Path(paths["pairwise"]), Path(paths["rank_stability"]), Path(files["cd_table"]), png]
+
+
+def _write_cost(grid: Grid, cost: pd.DataFrame, dice: pd.DataFrame, tables: Path, files: dict,
+                dpi: int) -> list[Path]:
+    """The cost table (a checked :func:`cost_table`) and the Dice-vs-parameters figure (and its points)."""
+    path = Path(table_files(tables)["cost"])
+    write_csv(path, cost)
+    points = dice_vs_params(cost, dice)
+    write_csv(Path(files["params_table"]), points)
+    return [path, Path(files["params_table"]), plot_dice_vs_params(points, files["dice_vs_params"], dpi=dpi)]
+
+
 def render_report(grid: Grid, cells: Mapping[Cell, Path], tables: Path, figures: Path,
                   dpi: int = 150, study_dirs: Mapping[Cell, Path] | None = None,
-                  trial_files: list[Path] | None = None) -> list[Path]:
+                  trial_files: list[Path] | None = None, per_image: pd.DataFrame | None = None,
+                  cost: pd.DataFrame | None = None) -> list[Path]:
     """Write the Dice tables and every figure of :func:`figure_files` for ``grid``.
 
     ``cells`` maps the finished cells to their folders (``best.json``, ``trials.csv``, trial
@@ -70,7 +104,13 @@ def render_report(grid: Grid, cells: Mapping[Cell, Path], tables: Path, figures:
     domain bars and qualitative panels.  The Optuna figures of a tuned cell read ``study.journal``
     in ``study_dirs[cell]`` when given (so a cell still running shows its history), else in
     ``cells[cell]``.  ``trial_files`` default to the ``trials.csv`` of every finished cell.
-    Returns the paths written.
+
+    ``per_image`` (see :mod:`tunevlseg.report.stats`: every retrained seed's per-image test Dice)
+    makes the Dice table, heat map, domain bars and Dice-vs-parameters figure show the
+    seed-averaged means with bootstrap CIs and the "not significantly worse" marks, and adds the
+    pairwise tests, rank stability and critical-difference diagram; cells missing from it are "—".
+    ``cost`` (see :mod:`tunevlseg.report.cost`) adds the cost table and the Dice-vs-parameters
+    figure.  Returns the paths written.
     """
     best_files = [Path(CellFiles(str(p)).best_json) for p in cells.values()]
     best = load_best(best_files)
@@ -82,15 +122,28 @@ def render_report(grid: Grid, cells: Mapping[Cell, Path], tables: Path, figures:
         trial_files = [Path(CellFiles(str(p)).trials_csv) for p in cells.values()]
     trials = load_trials(trial_files)
     rows, datasets = grid.rows(), list(grid.datasets)
-    out = list(write_dice_tables(best, Path(tables), datasets=datasets, rows=rows))
     files = figure_files(figures, grid)
-    out.append(plot_dice_heatmap(best, files["heatmap"], dpi=dpi, datasets=datasets, rows=rows))
-    out.append(plot_depth_vs_dice(trials, files["depth"], dpi=dpi))
-    write_csv(Path(files["correlations"]), depth_correlations(trials))
-    domain_table = domain_means(best, grid.domains, datasets=datasets, rows=rows)
+    shown, not_worse, extra = best, None, []  # shown: the numbers of the Dice table and figures
+    if cost is not None:  # every input is checked before anything is written
+        cost = cost_table(cost, rows, datasets)
+        _check_in_grid(grid, cost, "cost")
+    if per_image is not None:
+        per_image = check_per_image(per_image)
+        _check_in_grid(grid, per_image, "per-image results")
+        summary, means = cell_summary(per_image), image_means(per_image)
+        shown, not_worse = summary_as_best(summary), versus_best(means, rows)
+        extra += _write_statistics(grid, means, summary, Path(tables), files, dpi)
+    if cost is not None:
+        extra += _write_cost(grid, cost, shown, Path(tables), files, dpi)
+    out = list(write_dice_tables(shown, Path(tables), datasets=datasets, rows=rows, not_worse=not_worse))
+    out.append(plot_dice_heatmap(shown, files["heatmap"], dpi=dpi, datasets=datasets, rows=rows))
+    correlations = depth_correlations(trials)
+    out.append(plot_depth_vs_dice(trials, files["depth"], dpi=dpi, corr=correlations))
+    write_csv(Path(files["correlations"]), correlations)
+    domain_table = domain_means(shown, grid.domains, datasets=datasets, rows=rows)
     write_csv(Path(files["domain_table"]), domain_table)
     out.append(plot_domain_bars(domain_table, files["domains"], dpi=dpi))
-    out += [Path(files["correlations"]), Path(files["domain_table"])]
+    out += [Path(files["correlations"]), Path(files["domain_table"]), *extra]
 
     study_dirs = dict(study_dirs or {})
     for cell in grid.tuned_cells():

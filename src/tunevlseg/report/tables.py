@@ -1,4 +1,9 @@
-"""Dice table (test Dice mean ± std per cell) as a DataFrame and as csv / markdown / LaTeX."""
+"""Dice table as a DataFrame and as csv / markdown / LaTeX.
+
+A cell reads ``mean ± std`` (the best trial's ``best.json``) or, when the cells' numbers come from
+the per-image results of their retrained seeds (:func:`tunevlseg.report.stats.summary_as_best`:
+columns ``ci_low``, ``ci_high``, ``n_seeds``), ``mean [low, high]`` with the 95 % bootstrap CI.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +19,7 @@ from tunevlseg.report.collect import (
     write_text_atomic,
 )
 
-__all__ = ["MISSING", "dice_numeric", "dice_table", "write_dice_tables"]
+__all__ = ["MISSING", "dice_intervals", "dice_numeric", "dice_table", "has_intervals", "write_dice_tables"]
 
 MISSING = "—"
 MEAN_COL = "mean"
@@ -30,23 +35,39 @@ def dice_numeric(best: pd.DataFrame, datasets: list[str] | None = None,
     and ``rows`` fix the column / row order (and may name absent ones); by default all present
     datasets (sorted) and all rows (by model, then canonical method order).
     """
-    datasets = list(datasets) if datasets is not None else order_datasets(best)
-    rows = list(rows) if rows is not None else order_rows(best)
-    labelled = with_row_labels(best) if not best.empty else best.assign(row=[])
-
-    def pivot(value: str) -> pd.DataFrame:
-        if labelled.empty:
-            table = pd.DataFrame(index=pd.Index([], dtype=object), dtype=float)
-        else:
-            table = labelled.pivot_table(index="row", columns="dataset", values=value,
-                                         aggfunc="first", dropna=False)
-        table = table.reindex(index=rows, columns=datasets).astype(float)
-        table.index.name, table.columns.name = "row", None
-        return table
-
-    means, stds = pivot("test_dice_mean"), pivot("test_dice_std")
+    datasets, rows = _grid(best, datasets, rows)
+    means, stds = _pivot(best, "test_dice_mean", datasets, rows), _pivot(best, "test_dice_std", datasets, rows)
     means[MEAN_COL] = means[datasets].mean(axis=1, skipna=True) if datasets else float("nan")
     return means, stds
+
+
+def _grid(best: pd.DataFrame, datasets: list[str] | None, rows: list[str] | None) -> tuple[list, list]:
+    return (list(datasets) if datasets is not None else order_datasets(best),
+            list(rows) if rows is not None else order_rows(best))
+
+
+def _pivot(best: pd.DataFrame, value: str, datasets: list[str], rows: list[str]) -> pd.DataFrame:
+    """Frame ``row × dataset`` of column ``value`` of ``best`` (NaN where absent)."""
+    if best.empty or value not in best.columns:
+        table = pd.DataFrame(index=pd.Index([], dtype=object), dtype=float)
+    else:
+        table = with_row_labels(best).pivot_table(index="row", columns="dataset", values=value,
+                                                  aggfunc="first", dropna=False)
+    table = table.reindex(index=rows, columns=datasets).astype(float)
+    table.index.name, table.columns.name = "row", None
+    return table
+
+
+def has_intervals(best: pd.DataFrame) -> bool:
+    """True when ``best`` carries bootstrap intervals (``ci_low`` / ``ci_high`` columns)."""
+    return {"ci_low", "ci_high"} <= set(best.columns)
+
+
+def dice_intervals(best: pd.DataFrame, datasets: list[str] | None = None,
+                   rows: list[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``(low, high)`` frames like :func:`dice_numeric`'s (no ``mean`` column); NaN without intervals."""
+    datasets, rows = _grid(best, datasets, rows)
+    return _pivot(best, "ci_low", datasets, rows), _pivot(best, "ci_high", datasets, rows)
 
 
 def _fmt(value: float) -> str:
@@ -59,20 +80,32 @@ def _cell_text(mean: float, std: float) -> str:
     return _fmt(mean) if math.isnan(std) else f"{_fmt(mean)} ± {_fmt(std)}"
 
 
+def _interval_text(mean: float, low: float, high: float) -> str:
+    if math.isnan(mean):
+        return MISSING
+    return _fmt(mean) if math.isnan(low) else f"{_fmt(mean)} [{_fmt(low)}, {_fmt(high)}]"
+
+
 def dice_table(best: pd.DataFrame, datasets: list[str] | None = None,
                rows: list[str] | None = None) -> pd.DataFrame:
     """Formatted Dice table: index ``model · method``, one column per dataset plus ``mean``.
 
     Cells read ``"0.690 ± 0.210"`` (test Dice mean ± std, 3 decimals; just the mean when the
-    std is null), ``"—"`` when the cell is absent or has no completed trial.  The ``mean``
+    std is null) or, when ``best`` has intervals (:func:`has_intervals`), ``"0.690 [0.650, 0.730]"``
+    (mean and 95 % CI); ``"—"`` when the cell is absent or has no completed trial.  The ``mean``
     column is the mean of the row's dataset means over present cells.  See :func:`dice_numeric`
     for ``datasets`` / ``rows``.
     """
     means, stds = dice_numeric(best, datasets, rows)
+    low, high = dice_intervals(best, datasets, rows)
+    nan = pd.Series(float("nan"), index=means.index)
     table = pd.DataFrame(index=means.index, dtype=object)
     for col in means.columns:
-        std = stds[col] if col in stds.columns else pd.Series(float("nan"), index=means.index)
-        table[col] = [_cell_text(m, s) for m, s in zip(means[col], std, strict=True)]
+        if has_intervals(best):
+            lo, hi = low.get(col, nan), high.get(col, nan)
+            table[col] = [_interval_text(m, a, b) for m, a, b in zip(means[col], lo, hi, strict=True)]
+        else:
+            table[col] = [_cell_text(m, s) for m, s in zip(means[col], stds.get(col, nan), strict=True)]
     return table
 
 
@@ -82,15 +115,42 @@ def _best_mask(means: pd.DataFrame) -> pd.DataFrame:
     return rounded.eq(rounded.max(axis=0, skipna=True), axis=1) & rounded.notna()
 
 
-def _numeric_csv(means: pd.DataFrame, stds: pd.DataFrame) -> pd.DataFrame:
+def _not_worse_mask(means: pd.DataFrame, not_worse: pd.DataFrame) -> pd.DataFrame:
+    """Dataset columns from a :func:`tunevlseg.report.stats.versus_best` frame (True = not
+    significantly worse than the column's best); the ``mean`` column stays the best as shown."""
+    mask = _best_mask(means)
+    marks = (not_worse.pivot_table(index="row", columns="dataset", values="not_worse", aggfunc="first")
+             if not not_worse.empty else pd.DataFrame())
+    for col in means.columns.drop(MEAN_COL):
+        column = marks[col] if col in marks.columns else pd.Series(dtype=object)
+        mask[col] = column.reindex(means.index).eq(True).to_numpy() & means[col].notna().to_numpy()
+    return mask
+
+
+def _numeric_csv(best: pd.DataFrame, means: pd.DataFrame, stds: pd.DataFrame,
+                 not_worse: pd.DataFrame | None) -> pd.DataFrame:
     out = pd.DataFrame(index=means.index)
     labels = [str(r).split(" · ", 1) for r in means.index]
     out["model"] = [p[0] for p in labels]
     out["method"] = [p[1] if len(p) > 1 else "" for p in labels]
+    low, high = dice_intervals(best, list(stds.columns), list(means.index))
+    p_holm = None
+    if not_worse is not None:
+        p_holm = (not_worse.pivot_table(index="row", columns="dataset", values="p_holm", aggfunc="first",
+                                        dropna=False) if not not_worse.empty else pd.DataFrame())
+        p_holm = p_holm.reindex(index=means.index, columns=stds.columns).astype(float)
     for col in stds.columns:
         out[f"{col}_mean"] = means[col]
         out[f"{col}_std"] = stds[col]
+        if has_intervals(best):
+            out[f"{col}_ci_low"] = low[col]
+            out[f"{col}_ci_high"] = high[col]
+        if p_holm is not None:
+            out[f"{col}_p_vs_best"] = p_holm[col]
     out[MEAN_COL] = means[MEAN_COL]
+    if "n_seeds" in best.columns:
+        seeds = _pivot(best, "n_seeds", list(stds.columns), list(means.index)).min(axis=1)
+        out["n_seeds"] = seeds.astype("Int64")
     return out
 
 
@@ -133,24 +193,29 @@ def _latex(table: pd.DataFrame, bold: pd.DataFrame) -> str:
 
 
 def write_dice_tables(best: pd.DataFrame, out_prefix: Path, datasets: list[str] | None = None,
-                      rows: list[str] | None = None) -> list[Path]:
+                      rows: list[str] | None = None, not_worse: pd.DataFrame | None = None) -> list[Path]:
     """Write the Dice table as ``<out_prefix>.csv``, ``.md`` and ``.tex``; return the three paths.
 
     * csv: numeric; index ``row`` (``model · method``), columns ``model, method``,
       ``<dataset>_mean, <dataset>_std`` per dataset and ``mean``; empty fields for absent cells.
-    * md: the :func:`dice_table` text; the best mean of each column (datasets and ``mean``,
-      ties at 3 decimals included) in ``**bold**``.
-    * tex: a booktabs ``tabular`` with the best per column in ``\\textbf{}``.
+      When ``best`` has intervals (:func:`has_intervals`) also ``<dataset>_ci_low``,
+      ``<dataset>_ci_high``; with ``not_worse`` ``<dataset>_p_vs_best`` (its ``p_holm``); when
+      ``best`` has ``n_seeds`` a last column ``n_seeds``: the fewest replicates of the row's cells.
+    * md: the :func:`dice_table` text; in ``**bold**`` per dataset column the rows that are not
+      significantly worse than its best (``not_worse``, a
+      :func:`tunevlseg.report.stats.versus_best` frame) or, without it, the best mean of the column
+      (ties at 3 decimals included); in the ``mean`` column always the best mean as shown.
+    * tex: a booktabs ``tabular`` with the same marks in ``\\textbf{}``.
 
     Every file is written atomically (temp file + ``os.replace``).
     """
     out_prefix = Path(out_prefix)
     means, stds = dice_numeric(best, datasets, rows)
     table = dice_table(best, datasets, rows)
-    bold = _best_mask(means)
+    bold = _best_mask(means) if not_worse is None else _not_worse_mask(means, not_worse)
     csv_path, md_path, tex_path = (out_prefix.with_name(out_prefix.name + s)
                                    for s in (".csv", ".md", ".tex"))
-    write_text_atomic(csv_path, _numeric_csv(means, stds).to_csv())
+    write_text_atomic(csv_path, _numeric_csv(best, means, stds, not_worse).to_csv())
     write_text_atomic(md_path, _markdown(table, bold))
     write_text_atomic(tex_path, _latex(table, bold))
     return [csv_path, md_path, tex_path]

@@ -24,7 +24,8 @@ from tunevlseg.data.synthetic import write_synthetic
 from tunevlseg.prompts import build_learner
 from tunevlseg.report.collect import load_best
 from tunevlseg.report.domains import domain_bars_figure, domain_means
-from tunevlseg.report.layout import Grid, figure_files
+from tunevlseg.cells import Grid
+from tunevlseg.report.layout import figure_files
 from tunevlseg.report.qualitative import load_examples, qualitative_figure
 from tunevlseg.report.study_figures import history_axes, importance_axes, load_study_snapshot, plot_history
 from tunevlseg.train.examples import example_indices, save_examples
@@ -296,7 +297,7 @@ def test_partial_report_marks_the_missing_cell(tmp_path, capsys):
     for png in pngs:
         assert open(png, "rb").read(8) == PNG, png
     corr = pd.read_csv(files["correlations"])
-    assert list(corr["dataset"]) == ["tissue"] and corr.loc[0, "n"] == 2
+    assert list(corr["dataset"]) == ["tissue", "pooled"] and corr.loc[0, "n"] == 2
 
     # the same report from the workflow's config file, written to the default <results>/partial
     config = tmp_path / "config.yaml"

@@ -12,7 +12,7 @@ import pytest
 from scipy import stats
 
 from tunevlseg.report.collect import load_best, load_trials
-from tunevlseg.report.figures import depth_correlations, plot_depth_vs_dice, plot_dice_heatmap
+from tunevlseg.report.figures import POOLED, depth_correlations, plot_depth_vs_dice, plot_dice_heatmap
 from tunevlseg.report.tables import dice_table, write_dice_tables
 
 # (model, method, dataset) -> (test_dice_mean, test_dice_std); None = no completed trial
@@ -232,14 +232,17 @@ def _corr_row(corr, dataset, model, method):
 
 def test_depth_correlations_monotone_and_known(trials_frame):
     corr = depth_correlations(trials_frame)
-    assert list(corr.columns) == ["dataset", "model", "method", "n", "rho", "p"]
+    assert list(corr.columns) == ["dataset", "model", "method", "n", "rho", "p", "ci_low", "ci_high"]
     mono = _corr_row(corr, "tissue", "clipseg", "coop")
     assert mono["n"] == 5 and mono["rho"] == pytest.approx(1.0)
+    # every resample in which depth varies is still perfectly monotone
+    assert mono["ci_low"] == pytest.approx(1.0) and mono["ci_high"] == pytest.approx(1.0)
     known = _corr_row(corr, "tissue", "clipseg", "vpt")
     expected = stats.spearmanr(*zip(*KNOWN))
     assert known["n"] == 7  # the FAIL trial is excluded
     assert known["rho"] == pytest.approx(expected.statistic)
     assert known["p"] == pytest.approx(expected.pvalue)
+    assert -1 <= known["ci_low"] < known["rho"] < known["ci_high"] <= 1
     assert not (corr.method == "zeroshot").any()
 
 
@@ -247,6 +250,33 @@ def test_depth_correlations_na_cases(trials_frame):
     corr = depth_correlations(trials_frame)
     assert math.isnan(_corr_row(corr, "polyp", "clipseg", "coop")["rho"])  # n < 3
     assert math.isnan(_corr_row(corr, "polyp", "cris", "maple")["rho"])  # constant depth
+    assert math.isnan(_corr_row(corr, "polyp", "cris", "maple")["ci_low"])
+    pooled = _corr_row(corr, POOLED, "cris", "maple")
+    assert pooled["n"] == 0 and math.isnan(pooled["rho"])
+
+
+def test_pooled_depth_correlation_is_the_trial_weighted_mean(trials_frame):
+    corr = depth_correlations(trials_frame)
+    # vpt has one dataset: pooled = its Spearman rho
+    assert _corr_row(corr, POOLED, "clipseg", "vpt")["rho"] == pytest.approx(stats.spearmanr(*zip(*KNOWN)).statistic)
+    # coop: monotone on tissue (5 trials) and on polyp (2 trials) -> 1, and so is every resample
+    coop = _corr_row(corr, POOLED, "clipseg", "coop")
+    assert coop["n"] == 7 and coop["rho"] == pytest.approx(1.0) and coop["ci_low"] == pytest.approx(1.0)
+    up, down = MONOTONE, [(d, 1 - v) for d, v in MONOTONE]
+    mixed = pd.DataFrame(_trial_rows("m", "coop", "a", up) + _trial_rows("m", "coop", "b", down)
+                         + _trial_rows("m", "vpt", "a", up) + _trial_rows("m", "vpt", "b", KNOWN))
+    corr = depth_correlations(mixed)
+    assert _corr_row(corr, POOLED, "m", "coop")["rho"] == pytest.approx(0.0, abs=1e-12)
+    rho_known = stats.spearmanr(*zip(*KNOWN)).statistic
+    vpt = _corr_row(corr, POOLED, "m", "vpt")
+    assert vpt["n"] == 12 and vpt["rho"] == pytest.approx((5 * 1.0 + 7 * rho_known) / 12)
+    assert vpt["ci_low"] < vpt["rho"] < vpt["ci_high"]
+
+
+def test_depth_interval_needs_five_trials():
+    corr = depth_correlations(pd.DataFrame(_trial_rows("m", "coop", "a", MONOTONE[:4])))
+    row = _corr_row(corr, "a", "m", "coop")
+    assert row["rho"] == pytest.approx(1.0) and math.isnan(row["ci_low"]) and math.isnan(row["ci_high"])
 
 
 # --------------------------------------------------------------------------- figures
