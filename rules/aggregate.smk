@@ -8,6 +8,7 @@ rule aggregate:
     input:
         best=[L.cell(*c).best_json for c in GRID.cells()],
         trials=[L.cell(*c).trials_csv for c in GRID.cells()],
+        replicates=[f for c in GRID.cells() for f in cfg.replicate_files(config, *c)],
         code=sorted(str(p) for p in (SRC / "report").glob("*.py")),
     output:
         **report_outputs(L.tables(), L.figures()),
@@ -20,8 +21,8 @@ rule aggregate:
     log:
         L.log("aggregate"),
     shell:
-        "tunevlseg aggregate --best {input.best} --trials {input.trials} --tables {params.tables}"
-        " --figures {params.figures} --settings {params.settings:q} > {log} 2>&1"
+        "tunevlseg aggregate --best {input.best:q} --trials {input.trials:q} --replicates {input.replicates:q}"
+        " --tables {params.tables:q} --figures {params.figures:q} --settings {params.settings:q} > {log:q} 2>&1"
 
 
 # While the grid runs: `snakemake report_partial` (or `tunevlseg report --partial`) reports whatever
@@ -42,5 +43,5 @@ rule report_partial:
     log:
         L.log("report_partial"),
     shell:
-        "tunevlseg report --partial --results {params.results} --tables {params.tables} --figures {params.figures}"
-        " --settings {params.settings:q} > {log} 2>&1"
+        "tunevlseg report --partial --results {params.results:q} --tables {params.tables:q}"
+        " --figures {params.figures:q} --settings {params.settings:q} > {log:q} 2>&1"

@@ -12,7 +12,7 @@ from snakemake.exceptions import WorkflowError
 
 from tunevlseg import config as cfg
 from tunevlseg.data.ingest import prepare_settings
-from tunevlseg.report.layout import figure_files
+from tunevlseg.report.layout import figure_files, table_files
 
 envvars:
     "PATH",
@@ -104,9 +104,18 @@ def report_outputs(tables, figures):
         return report(path, caption=f"{CAPTIONS}/optuna_{kind}.rst", category="Optuna", subcategory=dataset,
                       labels={"model": model, "method": method, "dataset": dataset, "figure": kind})
 
+    tab = table_files(tables)
     return dict(
-        tables=[report(f"{tables}.csv", caption=f"{CAPTIONS}/dice_table.rst", category="Dice"),
-                f"{tables}.md", f"{tables}.tex"],
+        tables=[report(tab["dice"][0], caption=f"{CAPTIONS}/dice_table.rst", category="Dice"), *tab["dice"][1:]],
+        pairwise=report(tab["pairwise"], caption=f"{CAPTIONS}/pairwise.rst", category="Statistics"),
+        rank_stability=report(tab["rank_stability"], caption=f"{CAPTIONS}/rank_stability.rst",
+                              category="Statistics"),
+        critical_difference=report(fig["critical_difference"], caption=f"{CAPTIONS}/critical_difference.rst",
+                                   category="Statistics"),
+        cd_table=fig["cd_table"],
+        cost=report(tab["cost"], caption=f"{CAPTIONS}/cost_table.rst", category="Cost"),
+        dice_vs_params=report(fig["dice_vs_params"], caption=f"{CAPTIONS}/dice_vs_params.rst", category="Cost"),
+        params_table=fig["params_table"],
         heatmap=report(fig["heatmap"], caption=f"{CAPTIONS}/dice_heatmap.rst", category="Dice"),
         domains=report(fig["domains"], caption=f"{CAPTIONS}/domain_dice.rst", category="Dice"),
         domain_table=fig["domain_table"],

@@ -111,7 +111,7 @@ def _report_grid(opts: dict, best_paths: list[Path] | None = None):
 
 
 def cmd_aggregate(args) -> None:
-    from .report.collect import CELL_KEYS, load_best
+    from .report.collect import CELL_KEYS, load_best, load_cost, load_per_image, load_trials, replicate_results
     from .report.render import render_report
 
     opts = _settings(args.settings)
@@ -120,9 +120,11 @@ def cmd_aggregate(args) -> None:
     cells = {tuple(row[k] for k in CELL_KEYS): path.parent
              for (_, row), path in zip(best.iterrows(), best_paths, strict=True)}
     grid = _report_grid(opts, best_paths)
-    trial_files = [Path(p) for p in args.trials] if args.trials else None
+    trial_files = [Path(p) for p in args.trials] if args.trials else [Path(p) / "trials.csv" for p in cells.values()]
+    replicates = [Path(p) for p in args.replicates] if args.replicates else replicate_results(cells)
+    per_image, cost = load_per_image(replicates), load_cost(load_trials(trial_files), replicates)
     render_report(grid, cells, Path(args.tables), Path(args.figures), dpi=opts.get("dpi", 150),
-                  trial_files=trial_files)
+                  trial_files=trial_files, per_image=per_image, cost=cost)
 
 
 def _config_settings(path: Path) -> dict:
@@ -142,6 +144,7 @@ def _config_settings(path: Path) -> dict:
 
 def cmd_report(args) -> None:
     from .cells import cell_dir
+    from .report.collect import load_cost, load_per_image, load_trials, replicate_results
     from .report.render import find_cells, render_report
 
     opts = _config_settings(Path(args.config)) if args.config else {}
@@ -155,8 +158,32 @@ def cmd_report(args) -> None:
     figures = Path(args.figures) if args.figures else out / "figures"
     cells = find_cells(results, grid, partial=args.partial)
     study_dirs = {c: cell_dir(results, *c) for c in grid.tuned_cells()}
-    render_report(grid, cells, tables, figures, dpi=opts.get("dpi", 150), study_dirs=study_dirs)
+    replicates = replicate_results(cells)
+    trials = load_trials([Path(p) / "trials.csv" for p in cells.values()])
+    render_report(grid, cells, tables, figures, dpi=opts.get("dpi", 150), study_dirs=study_dirs,
+                  per_image=load_per_image(replicates), cost=load_cost(trials, replicates))
     print(f"{len(cells)}/{len(grid.cells())} cells finished; tables {tables}.md, figures in {figures}")
+
+
+def cmd_check_config(args) -> None:
+    from .config import check_config, load_config_file, validate_schema
+
+    schema = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+    for path in args.paths:
+        config = load_config_file(path)
+        if schema.is_file():
+            validate_schema(config, str(path), schema)
+        check_config(_with_schema_defaults(config), str(path))
+        print(f"{path}: ok")
+
+
+def _with_schema_defaults(config: dict) -> dict:
+    """The keys check_config reads that the schema gives defaults for."""
+    out = dict(config)
+    out.setdefault("results", "results")
+    out.setdefault("methods", {})
+    out.setdefault("tuning", {})
+    return out
 
 
 def cmd_show_table(args) -> None:
@@ -216,6 +243,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("aggregate", help="Dice tables and figures from finished cells")
     p.add_argument("--best", nargs="+", required=True, help="best.json of every cell (its folder is read too)")
     p.add_argument("--trials", nargs="+", help="trials.csv files (default: next to each best.json)")
+    p.add_argument("--replicates", nargs="+", help="seed replicates' result.json files (default: every "
+                                                   "seeds/<r>/result.json next to each best.json)")
     p.add_argument("--tables", required=True, help="output prefix, e.g. results/tables/dice")
     p.add_argument("--figures", required=True, help="output folder for the figures")
     p.add_argument("--settings", default="{}", help='JSON: {"dpi", "models", "methods", "datasets", "domains"}')
@@ -235,6 +264,10 @@ def build_parser() -> argparse.ArgumentParser:
     from .data.cli import add_parser as add_data_parser
 
     add_data_parser(sub)
+
+    p = sub.add_parser("check-config", help="check config files: YAML syntax (file and line), schema, cross-references")
+    p.add_argument("paths", nargs="+", help="config files, e.g. config.yaml my_paper.yaml")
+    p.set_defaults(func=cmd_check_config)
 
     p = sub.add_parser("show-table", help="print a table file")
     p.add_argument("path")

@@ -10,6 +10,7 @@ reruns only the aggregation (Snakemake reruns jobs whose params change).
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 from .cells import Grid, Layout
 from .methods import METHODS, method_settings
@@ -29,6 +30,41 @@ class ConfigError(ValueError):
     def __init__(self, source: str, key: str, message: str):
         super().__init__(f"{source}: {key}: {message}")
         self.source, self.key = source, key
+
+
+def load_config_file(path: str | Path) -> dict:
+    """A config file as a dict; a YAML error names the file, line and column (Snakemake's own message has
+    neither)."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(str(path), "file", "not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "syntax"
+        problem = getattr(err, "problem", None) or str(err)
+        raise ConfigError(str(path), where, f"not valid YAML: {problem}") from err
+    except UnicodeDecodeError as err:
+        raise ConfigError(str(path), "file", f"not UTF-8 text ({err})") from err
+    if not isinstance(data, dict):
+        raise ConfigError(str(path), "top level", f"must be a mapping of keys, got {type(data).__name__}")
+    return data
+
+
+def validate_schema(config: dict, source: str, schema_path: str | Path) -> None:
+    """The JSON schema check with the offending key path and the file named (defaults are not filled)."""
+    import jsonschema
+    import yaml
+
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(config), key=lambda e: list(e.path))
+    if errors:
+        err = errors[0]
+        key = ".".join(str(p) for p in err.path) or "top level"
+        raise ConfigError(source, key, err.message)
 
 
 def check_config(config: dict, source: str = "config.yaml") -> None:
@@ -169,6 +205,7 @@ def report_settings(config: dict) -> dict:
     return {**config.get("report", {}), **grid, "domains": make_grid(config).domains}
 
 
-__all__ = ["ConfigError", "RUN_ONLY_TUNING_KEYS", "cell_settings", "check_config", "layout", "make_grid",
+__all__ = ["ConfigError", "RUN_ONLY_TUNING_KEYS", "cell_settings", "check_config", "layout", "load_config_file",
+           "make_grid", "validate_schema",
            "model_options", "model_size", "n_replicates", "replicate_files", "report_settings", "standin_settings", "weights_input", "weights_value",
            "worker_markers"]

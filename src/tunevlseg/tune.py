@@ -457,7 +457,7 @@ class CellRunner:
         target.path.mkdir(parents=True, exist_ok=True)
         if best is None:
             write_csv(Path(target.test_metrics_csv), pd.DataFrame(columns=["id", "dice", "iou"]))
-            write_json(Path(target.result_json), {"replicate": 0, "trial": None, "seed": None})
+            write_json(Path(target.result_json), {**self._cell_keys(), "replicate": 0, "trial": None, "seed": None})
             return
         source = self.files.trial(int(best["trial"]))
         with open(source.test_metrics) as src:
@@ -465,9 +465,13 @@ class CellRunner:
         record = {k: _plain(best.get(k)) for k in ("trial", "seed", "depth", "n_trainable", "val_dice",
                                                    "test_dice_mean", "test_iou_mean", "duration_s",
                                                    "peak_mem_mb")}
-        write_json(Path(target.result_json), {"replicate": 0, **record, "params": self._best_params(best),
+        write_json(Path(target.result_json), {**self._cell_keys(), "replicate": 0, **record,
+                                              "params": self._best_params(best),
                                               "fingerprint": self.fingerprint()[0] if self.method.tuned else None,
                                               "device": str(self.device)})
+
+    def _cell_keys(self) -> dict:
+        return {"model": self.spec.model, "method": self.spec.method, "dataset": self.spec.dataset}
 
     @staticmethod
     def _best_params(best: dict) -> dict:
@@ -500,8 +504,10 @@ class CellRunner:
         files.path.mkdir(parents=True, exist_ok=True)
         if not key_path.is_file():
             write_json(key_path, key)
+        elif Path(files.result_json).is_file():  # this very replicate is finished
+            return read_json(Path(files.result_json))
         metrics = self.train_and_evaluate(params, seed, files)
-        record = {"replicate": replicate, "trial": None, "seed": seed, **metrics, "params": params,
+        record = {**self._cell_keys(), "replicate": replicate, "trial": None, "seed": seed, **metrics, "params": params,
                   "fingerprint": key["fingerprint"], "device": str(self.device)}
         write_json(Path(files.result_json), _plain(record))
         files.resume.unlink(missing_ok=True)

@@ -68,6 +68,10 @@ def write_config(workdir: Path, cfg: dict) -> None:
     (workdir / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
 
 
+def workdir_config(workdir: Path) -> dict:
+    return yaml.safe_load((workdir / "config.yaml").read_text())
+
+
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("demo")
@@ -117,7 +121,8 @@ def test_rerun_schedules_nothing_then_only_the_deleted_cell(demo_run):
     workdir, _ = demo_run
     assert planned_jobs(workdir) == {}
     shutil.rmtree(workdir / "results/cells/clipseg/coop/ctvolumes")
-    assert planned_jobs(workdir) == {"tune": 1, "aggregate": 1, "all": 1}
+    extra_seeds = workdir_config(workdir)["tuning"]["final_seeds"] - 1
+    assert planned_jobs(workdir) == {"tune": 1, "retrain": extra_seeds, "aggregate": 1, "all": 1}
     out = snakemake(workdir)  # restore the cell for the tests that follow
     assert out.returncode == 0, out.stderr[-4000:]
     assert planned_jobs(workdir) == {}
@@ -147,6 +152,39 @@ def test_new_dataset_schedules_only_its_cells(demo_run):
     n_models = len({cfg["models"][m]["image_size"] for m in cfg["benchmark"]["models"]})  # one cache per size
     assert jobs.get("synth") == 1 and jobs.get("prepare") == n_models and jobs.get("pretrain_standin") is None
     assert jobs["tune"] == len(grid_rows(cfg))
+    tuned_rows = [k for _, k in grid_rows(cfg) if k != "zeroshot"]
+    assert jobs["retrain"] == len(tuned_rows) * (cfg["tuning"]["final_seeds"] - 1)
+
+
+def test_more_final_seeds_schedule_only_the_new_replicates(demo_run):
+    workdir, cfg = demo_run
+    changed = copy.deepcopy(cfg)
+    changed["tuning"]["final_seeds"] = cfg["tuning"]["final_seeds"] + 1
+    write_config(workdir, changed)
+    try:
+        jobs = planned_jobs(workdir)
+    finally:
+        write_config(workdir, cfg)
+    n_tuned_cells = len([k for _, k in grid_rows(cfg) if k != "zeroshot"]) * len(cfg["benchmark"]["datasets"])
+    assert jobs == {"retrain": n_tuned_cells, "aggregate": 1, "all": 1}  # no study is rerun
+
+
+def test_seed_replicates_feed_the_tables(demo_run):
+    workdir, cfg = demo_run
+    table = pd.read_csv(workdir / "results/tables/dice.csv")
+    assert {"tissue_ci_low", "tissue_ci_high", "n_seeds"} <= set(table.columns)
+    tuned = table["method"] != "zeroshot"
+    assert (table.loc[tuned, "n_seeds"] == cfg["tuning"]["final_seeds"]).all()
+    assert (table.loc[~tuned, "n_seeds"] == 1).all()
+    assert (table["tissue_ci_low"] <= table["tissue_mean"]).all() and (table["tissue_mean"] <= table["tissue_ci_high"]).all()
+    cell = workdir / "results/cells/clipseg/coop/tissue"
+    seeds = [pd.read_csv(cell / "seeds" / str(r) / "test_metrics.csv") for r in range(cfg["tuning"]["final_seeds"])]
+    coop = table[(table["model"] == "clipseg") & (table["method"] == "coop")].iloc[0]
+    assert coop["tissue_mean"] == pytest.approx(np.mean([s["dice"].mean() for s in seeds]))
+    pairwise = pd.read_csv(workdir / "results/tables/pairwise.csv")
+    assert {"p", "p_holm", "effect_size"} <= set(pairwise.columns) and (pairwise["p_holm"] >= pairwise["p"]).all()
+    cost = pd.read_csv(workdir / "results/tables/cost.csv")
+    assert len(cost) == len(grid_rows(cfg)) * len(cfg["benchmark"]["datasets"]) and (cost["train_hours"] > 0).all()
 
 
 def test_report_code_edit_reruns_only_aggregation(demo_run):
@@ -182,8 +220,9 @@ def test_snakemake_report_embeds_every_figure_with_its_caption(demo_run):
     added = re.findall(r"^Adding (\S+) \(", out.stdout + out.stderr, re.M)
     bench = cfg["benchmark"]
     n_tuned = len([k for _, k in grid_rows(cfg) if k != "zeroshot"]) * len(bench["datasets"])
-    # tables csv, heat map, domain bars, depth figure + csv, 2 Optuna figures per tuned cell, 1 panel per dataset
-    assert len(added) == 5 + 2 * n_tuned + len(bench["datasets"]), added
+    # tables csv, heat map, domain bars, depth figure + csv, pairwise, rank stability, CD diagram, cost table,
+    # Dice vs parameters, 2 Optuna figures per tuned cell, 1 panel per dataset
+    assert len(added) == 10 + 2 * n_tuned + len(bench["datasets"]), added
 
 
 def test_partial_report_marks_unfinished_cell_and_never_schedules_cells(demo_run, tmp_path):
@@ -230,6 +269,26 @@ def test_bad_config_fails_at_start_naming_the_key(tmp_path, edit, expected):
     for word in expected:
         assert word in text, (word, text[-2000:])
     assert not (tmp_path / "results").exists()
+
+
+def test_a_yaml_error_in_config_yaml_names_the_file_and_line(tmp_path):
+    (tmp_path / "config.yaml").write_text("results: results\nbenchmark:\n  models: [clipseg\n  methods: [coop]\n")
+    out = snakemake(tmp_path, "-n", timeout=120)
+    assert out.returncode != 0 and "config.yaml: line 4, column 10: not valid YAML" in out.stdout + out.stderr
+
+
+def test_paths_with_spaces_are_quoted_in_every_job(tmp_path):
+    cfg = reduced_config()
+    cfg["results"] = "my results"
+    cfg["tuning"]["workers_per_cell"] = 2
+    write_config(tmp_path, cfg)
+    out = snakemake(tmp_path, "-n", "-p", "all", "report_partial", timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    commands = [line.strip() for line in (out.stdout + out.stderr).splitlines() if line.strip().startswith("tunevlseg ")]
+    rules = {c.split()[1] for c in commands}
+    assert {"synth", "prepare", "pretrain", "tune", "retrain", "aggregate", "report"} <= rules, rules
+    for command in commands:  # every path under the results folder is one quoted word
+        assert " my results/" not in command and "'my results/" in command, command
 
 
 # Last: it leaves the cell's recorded n_trials different from the config.

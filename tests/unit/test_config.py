@@ -90,3 +90,34 @@ def test_cell_result_round_trip_and_errors(tmp_path):
     path.write_text(json.dumps({**result.to_dict(), "test_dice_mean": "high"}))
     with pytest.raises(ValueError, match=r"best.json.*'test_dice_mean' must be a number"):
         CellResult.read(path)
+
+
+def test_yaml_errors_name_the_file_and_line(tmp_path):
+    path = tmp_path / "my_study.yaml"
+    path.write_text("results: results\nbenchmark:\n  models: [clipseg\n  methods: [coop]\n")
+    with pytest.raises(cfg.ConfigError, match=r"my_study.yaml: line 4, column 10: not valid YAML"):
+        cfg.load_config_file(path)
+    path.write_text("- just\n- a list\n")
+    with pytest.raises(cfg.ConfigError, match="my_study.yaml: top level: must be a mapping"):
+        cfg.load_config_file(path)
+
+
+def test_schema_errors_name_the_file_and_the_key_path():
+    config = _demo()
+    config["tuning"]["n_trials"] = 0
+    schema = Path(__file__).parents[2] / "workflow/schemas/config.schema.yaml"
+    with pytest.raises(cfg.ConfigError, match=r"my.yaml: tuning.n_trials: 0 is less than the minimum of 1"):
+        cfg.validate_schema(config, "my.yaml", schema)
+    cfg.validate_schema(_demo(), "config.yaml", schema)
+
+
+def test_check_config_command_checks_every_file(tmp_path, capsys):
+    from tunevlseg.cli import main
+
+    repo = Path(__file__).parents[2]
+    assert main(["check-config", str(repo / "config.yaml"), str(repo / "workflow/presets/paper.yaml")]) == 0
+    bad = _demo()
+    bad["methods"]["vpt"]["search"]["weight_decy"] = bad["methods"]["vpt"]["search"].pop("weight_decay")
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(bad))
+    assert main(["check-config", str(tmp_path / "bad.yaml")]) == 1
+    assert "bad.yaml: methods.vpt.search: unknown hyper-parameter(s) ['weight_decy']" in capsys.readouterr().err

@@ -8,7 +8,10 @@ atomic output paths).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable
+import json
+import math
+from collections.abc import Iterable, Mapping
+from numbers import Real
 from pathlib import Path
 
 import pandas as pd
@@ -41,7 +44,7 @@ TRIAL_COLUMNS = (
     "test_dice_mean", "test_dice_std", "test_iou_mean", "seed", "duration_s",
 )
 TRIAL_NUMERIC = ("trial", "depth", "lr", "weight_decay", "val_dice", "test_dice_mean",
-                 "test_dice_std", "test_iou_mean", "seed", "duration_s")
+                 "test_dice_std", "test_iou_mean", "seed", "duration_s", "peak_mem_mb")
 TRIAL_STATES = frozenset({"COMPLETE", "FAIL", "PRUNED", "RUNNING"})
 
 #: Methods that are not prompt tuning (no meaningful prompt depth), from the method catalogue.
@@ -178,3 +181,106 @@ def load_trials(paths: Iterable[Path]) -> pd.DataFrame:
     frame = pd.concat(frames, ignore_index=True, sort=False)
     extra = [c for c in frame.columns if c not in TRIAL_COLUMNS]
     return frame[[*TRIAL_COLUMNS, *extra]]
+
+
+# --------------------------------------------------------------------------- seed replicates and cost
+
+
+def replicate_results(cells: Mapping[tuple[str, str, str], Path]) -> list[Path]:
+    """Every seed replicate's ``result.json`` present in the given cell folders (``seeds/<r>/``)."""
+    found = []
+    for folder in cells.values():
+        seeds = Path(folder) / "seeds"
+        if seeds.is_dir():
+            found += sorted((p / "result.json" for p in seeds.iterdir() if p.name.isdigit()
+                             and (p / "result.json").is_file()), key=lambda p: int(p.parent.name))
+    return found
+
+
+def _read_result(path: Path) -> dict:
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path}: cannot read a seed replicate's result.json ({exc})") from exc
+    if not isinstance(data, dict) or "replicate" not in data:
+        raise ValueError(f"{path}: not a seed replicate's result.json (no 'replicate')")
+    return data
+
+
+def _cell_of(path: Path, record: dict) -> tuple[str, str, str]:
+    try:
+        return tuple(str(record[k]) for k in CELL_KEYS)
+    except KeyError as exc:
+        raise ValueError(f"{path}: a seed replicate's result.json without its cell ({exc})") from exc
+
+
+def load_per_image(result_files: Iterable[Path]) -> pd.DataFrame:
+    """Per-image test metrics of every seed replicate: ``model, method, dataset, replicate, id, dice, iou``.
+
+    Each ``result.json`` names its replicate; its ``test_metrics.csv`` lies beside it. A replicate
+    without a completed trial (an empty file) adds no row.
+    """
+    frames = []
+    for path in map(Path, result_files):
+        record = _read_result(path)
+        metrics = path.with_name("test_metrics.csv")
+        try:
+            frame = pd.read_csv(metrics, dtype={"id": str})
+        except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+            raise ValueError(f"{metrics}: cannot read per-image test metrics ({exc})") from exc
+        if frame.empty:
+            continue
+        missing = [c for c in ("id", "dice", "iou") if c not in frame.columns]
+        if missing:
+            raise ValueError(f"{metrics}: missing column(s) {', '.join(missing)}")
+        model, method, dataset = _cell_of(path, record)
+        frames.append(frame[["id", "dice", "iou"]].assign(model=model, method=method, dataset=dataset,
+                                                            replicate=int(record["replicate"])))
+    columns = [*CELL_KEYS, "replicate", "id", "dice", "iou"]
+    if not frames:
+        return pd.DataFrame({c: pd.Series(dtype=object if c in (*CELL_KEYS, "id") else float) for c in columns})
+    return pd.concat(frames, ignore_index=True)[columns]
+
+
+def load_cost(trials: pd.DataFrame, result_files: Iterable[Path]) -> pd.DataFrame:
+    """One row per cell: trainable parameters at the best configuration, wall and GPU hours of every trial
+    and seed replicate, peak memory, trials run (COMPLETE, FAIL or PRUNED)."""
+    records: dict[tuple, dict] = {}
+    for path in map(Path, result_files):
+        record = _read_result(path)
+        cell = _cell_of(path, record)
+        entry = records.setdefault(cell, {"n_trainable": math.nan, "seconds": 0.0, "gpu_seconds": 0.0,
+                                          "peak_mem_mb": math.nan})
+        if record["replicate"] == 0:
+            entry["n_trainable"] = _num(record.get("n_trainable"))
+            entry["device"] = str(record.get("device") or "")
+        else:  # replicate 0 is a trial: its time is in trials.csv
+            seconds = _num(record.get("duration_s"), 0.0)
+            entry["seconds"] += seconds
+            entry["gpu_seconds"] += seconds if str(record.get("device", "")).startswith("cuda") else 0.0
+        entry["peak_mem_mb"] = _max(entry["peak_mem_mb"], _num(record.get("peak_mem_mb")))
+    rows = []
+    for cell, entry in records.items():
+        mine = trials[(trials["model"] == cell[0]) & (trials["method"] == cell[1]) & (trials["dataset"] == cell[2])]
+        ran = mine[mine["state"] != "RUNNING"]
+        trial_seconds = float(ran["duration_s"].fillna(0).sum()) if "duration_s" in ran else 0.0
+        on_gpu = entry.get("device", "").startswith("cuda")
+        peak = _max(entry["peak_mem_mb"], float(ran["peak_mem_mb"].max()) if "peak_mem_mb" in ran and len(ran)
+                    else math.nan)
+        rows.append(dict(model=cell[0], method=cell[1], dataset=cell[2], n_trainable=entry["n_trainable"],
+                         train_hours=(trial_seconds + entry["seconds"]) / 3600,
+                         gpu_hours=((trial_seconds if on_gpu else 0.0) + entry["gpu_seconds"]) / 3600,
+                         peak_mem_mb=peak, n_trials=int(len(ran))))
+    columns = [*CELL_KEYS, "n_trainable", "train_hours", "gpu_hours", "peak_mem_mb", "n_trials"]
+    return pd.DataFrame.from_records(rows, columns=columns)
+
+
+def _num(value, default=math.nan) -> float:
+    if value is None or isinstance(value, bool) or not isinstance(value, Real):
+        return default
+    return float(value)
+
+
+def _max(a: float, b: float) -> float:
+    values = [v for v in (a, b) if not math.isnan(v)]
+    return max(values) if values else math.nan

@@ -236,3 +236,73 @@ def test_trainable_counts_at_rn50_widths(depth):
         for h in (32, 64, 128):
             learner = build_learner("cocoop", dims, depth, hidden=h)
             assert sum(p.numel() for p in learner.parameters()) == depth * (2560 + 1537 * h), h
+
+
+# ------------------------------------------------------------------ TorchScript archives: weights, never code
+class _Loud(nn.Module):
+    """A module whose TorchScript ``__setstate__`` has a side effect: it runs only if the archive's code runs."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight = nn.Parameter(torch.arange(6.0).reshape(2, 3))
+        self.register_buffer("count", torch.tensor([7]))
+        self.scratch = torch.zeros(1)  # a plain tensor attribute: not part of the state dict
+
+    def forward(self, x):
+        return x @ self.weight.t() + self.scratch
+
+    @torch.jit.export
+    def __getstate__(self):
+        return (self.weight, self.count, self.scratch, self.training)
+
+    @torch.jit.export
+    def __setstate__(self, state: tuple[torch.Tensor, torch.Tensor, torch.Tensor, bool]):
+        print("ARCHIVE CODE RAN")
+        self.weight = state[0]
+        self.count = state[1]
+        self.scratch = state[2]
+        self.training = state[3]
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.jit.trace/script build the archives
+def test_torchscript_state_dict_equals_jit_load_without_running_code(tmp_path, capfd):
+    from tunevlseg.models.cris.torchscript import read_torchscript_state_dict
+
+    source = _tiny(5).backbone
+    path = tmp_path / "RN50.pt"
+    torch.jit.trace(_Holder(source), torch.ones(1)).save(str(path))
+    ours = read_torchscript_state_dict(path)
+    theirs = torch.jit.load(str(path)).state_dict()
+    assert set(ours) == set(theirs) and all(torch.equal(ours[k], theirs[k]) for k in theirs)
+
+    loud = tmp_path / "loud.pt"
+    torch.jit.script(_Loud()).save(str(loud))
+    capfd.readouterr()
+    with pytest.raises(ValueError, match=rf"{loud}: no weights found.*convert it once"):
+        read_torchscript_state_dict(loud)  # custom state: refused, and nothing of the archive ran
+    assert "ARCHIVE CODE RAN" not in capfd.readouterr().out
+    torch.jit.load(str(loud))  # what the old loader did: the archive's code runs
+    assert "ARCHIVE CODE RAN" in capfd.readouterr().out
+
+
+def test_a_pickle_that_names_other_globals_is_refused(tmp_path):
+    import zipfile
+
+    from tunevlseg.models.cris.torchscript import read_torchscript_state_dict
+
+    class Evil:
+        def __reduce__(self):
+            import os
+
+            return (os.system, ("touch " + str(tmp_path / "pwned"),))
+
+    path = tmp_path / "cris.pth"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("archive/data.pkl", __import__("pickle").dumps(Evil(), protocol=2))
+        zf.writestr("archive/constants.pkl", b"")
+        zf.writestr("archive/code/__torch__.py", "")
+    with pytest.raises(ValueError, match=r"cris.pth: .*refusing to load posix.system"):
+        read_torchscript_state_dict(path)
+    with pytest.raises(ValueError, match="cris.pth"):
+        load_cris_checkpoint(_tiny(0), path)
+    assert not (tmp_path / "pwned").exists()

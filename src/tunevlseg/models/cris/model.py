@@ -19,8 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import math
-import warnings
-import zipfile
+import pickle
 
 import torch
 import torch.nn.functional as F
@@ -31,6 +30,7 @@ from .decoder import TransformerDecoder
 from .neck import FPN
 from .projector import Projector
 from .text import TextEncoder
+from .torchscript import is_torchscript, read_torchscript_state_dict
 
 
 @dataclass
@@ -129,21 +129,15 @@ class CRIS(nn.Module):
 _CLIP_META_KEYS = ("input_resolution", "context_length", "vocab_size")
 
 
-def _is_torchscript(path) -> bool:
-    """TorchScript archives are zip files holding compiled code (``<root>/code/…``) and ``constants.pkl``."""
-    if not zipfile.is_zipfile(path):
-        return False
-    with zipfile.ZipFile(path) as zf:
-        return any(n.endswith("/constants.pkl") or "/code/" in n for n in zf.namelist())
-
-
 def _read_state_dict(path) -> dict[str, torch.Tensor]:
-    """State dict from a TorchScript archive (OpenAI ``RN50.pt``) or a plain ``torch.save`` file."""
-    if _is_torchscript(path):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
-            return torch.jit.load(str(path), map_location="cpu").state_dict()
-    obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    """State dict from a TorchScript archive (OpenAI ``RN50.pt``, read without running its code) or a
+    plain ``torch.save`` file (``weights_only``)."""
+    if is_torchscript(path):
+        return read_torchscript_state_dict(path)
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as err:
+        raise ValueError(f"{path}: not a weights file torch can read safely ({err})") from err
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict):
