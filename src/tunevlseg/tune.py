@@ -116,7 +116,7 @@ def make_learner(spec: CellSpec, adapter, depth: int, hparams: dict):
     kwargs = dict(hparams)
     if spec.method == "finetune":
         kwargs["model"] = adapter.model
-    if "text" in cls.modalities and spec.init_text:
+    if getattr(cls, "takes_init_text", False) and spec.init_text and kwargs.get("init_from_text", True):
         kwargs["init_embeddings"] = adapter.token_embeddings_for(spec.init_text, spec.n_ctx)
     depth = min(depth, cls.max_depth(adapter.dims))
     return build_learner(spec.method, adapter.dims, depth=depth, n_ctx=spec.n_ctx, **kwargs)
