@@ -61,8 +61,7 @@ def init_first_layer(net: nn.Module, scheme: str) -> nn.Module:
         raise ValueError(f"unknown first_layer_init '{scheme}'; use one of {', '.join(FIRST_LAYER_INITS)}")
     if scheme == "kaiming":
         first = net[0] if isinstance(net, nn.Sequential) else net
-        if first.weight.device.type != "meta":
-            nn.init.kaiming_normal_(first.weight, nonlinearity="relu")
+        nn.init.kaiming_normal_(first.weight, nonlinearity="relu")
     return net
 
 

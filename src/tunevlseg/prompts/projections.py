@@ -20,8 +20,6 @@ from torch import nn
 
 from .base import init_first_layer
 
-KINDS = ("linear", "mlp", "lora")
-
 
 def parse_projection(name: str, hidden: int | None = None, *, owner: str = "projection") -> tuple[str, int | None]:
     """``(kind, h)`` for a projection name: ("linear", None), ("mlp", 64) for "mlp64", ("lora", 32) ..."""

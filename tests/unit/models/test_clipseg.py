@@ -1,4 +1,5 @@
-"""CLIPSeg prompt-aware forward + CoOp/VPT: parameter counts, gradients, depth semantics, stock equivalence."""
+"""CLIPSeg prompt-aware forward: CoOp/VPT counts, gradients, depth semantics, stock equivalence, and how vision
+prompts reach the decoder (prompts_in_decoder, decoder_sees_next_prompt) for every method with vision prompts."""
 
 from __future__ import annotations
 
