@@ -14,6 +14,8 @@ $(BIN)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH_SPEC)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(BIN)/python -m pip install -q -r requirements.txt -r requirements-dev.txt "$(TORCH_SPEC)"
+	# test-only: the CLIP BPE vocabulary file it ships (never imported: it needs torchvision)
+	$(BIN)/python -m pip install -q --no-deps "open-clip-torch==3.3.0"
 	$(BIN)/python -m pip install -q --no-deps -e .
 	touch $@
 

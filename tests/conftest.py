@@ -1,6 +1,10 @@
-"""Shared fixtures: a tiny random CLIPSeg saved to a local folder and loaded like public weights."""
+"""Shared fixtures: a tiny random CLIPSeg saved to a local folder and loaded like public weights; the real
+CLIP BPE tokenizer."""
 
 from __future__ import annotations
+
+import gzip
+from importlib import metadata
 
 import pytest
 import torch
@@ -81,3 +85,29 @@ def make_prepared(tmp_path_factory):
         return root / "prepared"
 
     return make
+
+
+def _bytes_to_unicode() -> list[str]:
+    """CLIP's byte → character table in its order: printable bytes as themselves, the rest mapped above 255."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    rest = [b for b in range(256) if b not in printable]
+    return [chr(b) for b in printable] + [chr(256 + i) for i in range(len(rest))]
+
+
+@pytest.fixture(scope="session")
+def clip_tokenizer():
+    """The real CLIP BPE tokenizer (49,408 tokens), built from the vocabulary file the open-clip-torch wheel
+    ships (a test dependency installed --no-deps; never imported: it needs torchvision)."""
+    from transformers import CLIPTokenizer
+
+    try:
+        vocab_file = next(f for f in metadata.files("open-clip-torch") or ()
+                          if f.name == "bpe_simple_vocab_16e6.txt.gz").locate()
+    except (metadata.PackageNotFoundError, StopIteration):
+        pytest.fail("open-clip-torch (its CLIP BPE vocabulary file) is missing: run `make setup`")
+    lines = gzip.open(vocab_file, "rt", encoding="utf-8").read().split("\n")
+    merges = [tuple(line.split()) for line in lines[1:48895]]  # 49,152 - 256 - 2 merges, as CLIP
+    chars = _bytes_to_unicode()
+    tokens = chars + [c + "</w>" for c in chars] + ["".join(m) for m in merges] + ["<|startoftext|>", "<|endoftext|>"]
+    # vocab=/merges= as objects: transformers 5 silently ignores vocab_file=
+    return CLIPTokenizer(vocab={t: i for i, t in enumerate(tokens)}, merges=merges)

@@ -122,7 +122,9 @@ def cmd_aggregate(args) -> None:
     grid = _report_grid(opts, best_paths)
     trial_files = [Path(p) for p in args.trials] if args.trials else [Path(p) / "trials.csv" for p in cells.values()]
     replicates = [Path(p) for p in args.replicates] if args.replicates else replicate_results(cells)
-    per_image, cost = load_per_image(replicates), load_cost(load_trials(trial_files), replicates)
+    # cells made before seed replicates existed have none: their best.json numbers are reported
+    per_image = load_per_image(replicates) if replicates else None
+    cost = load_cost(load_trials(trial_files), replicates) if replicates else None
     render_report(grid, cells, Path(args.tables), Path(args.figures), dpi=opts.get("dpi", 150),
                   trial_files=trial_files, per_image=per_image, cost=cost)
 
@@ -161,7 +163,8 @@ def cmd_report(args) -> None:
     replicates = replicate_results(cells)
     trials = load_trials([Path(p) / "trials.csv" for p in cells.values()])
     render_report(grid, cells, tables, figures, dpi=opts.get("dpi", 150), study_dirs=study_dirs,
-                  per_image=load_per_image(replicates), cost=load_cost(trials, replicates))
+                  per_image=load_per_image(replicates) if replicates else None,
+                  cost=load_cost(trials, replicates) if replicates else None)
     print(f"{len(cells)}/{len(grid.cells())} cells finished; tables {tables}.md, figures in {figures}")
 
 

@@ -37,8 +37,9 @@ class Method:
     ``trains_model``: every weight is trained (each trial starts from freshly loaded weights).
     ``hparams``: the learner's own hyper-parameters (keyword arguments of its ``__init__``), the
     names a config may use under ``methods.<name>.search`` / ``fixed`` besides lr, weight_decay, depth.
-    ``search`` / ``training``: the paper's search space and training overrides, the default for a
-    method the config leaves out.
+    ``search`` / ``fixed`` / ``training``: the paper's settings, the default for a method the config
+    leaves out — the reference code's search space, its semantics as fixed options where ours differ
+    (README, "Where we deliberately differ"), training overrides.
     """
 
     name: str
@@ -50,6 +51,7 @@ class Method:
     trains_model: bool = False
     hparams: tuple[str, ...] = ()
     search: Mapping = field(default_factory=dict)
+    fixed: Mapping = field(default_factory=dict)
     training: Mapping = field(default_factory=dict)
 
     @property
@@ -80,31 +82,43 @@ def _prompt_space(**extra) -> dict:
     return {"lr": _LR, "weight_decay": _WD, "depth": _DEPTH, **extra}
 
 
+#: The reference code's semantics for vision prompts on CLIPSeg (the learners' defaults are ours).
+_VISION_REFERENCE = {"prompts_in_decoder": True, "decoder_sees_next_prompt": True}
+_VISION_OPTIONS = ("prompts_in_decoder", "decoder_sees_next_prompt")
+_CATEGORICAL = "categorical"
+
 #: The catalogue, in report order (baselines first, then text, vision, multimodal methods).
 CATALOGUE: tuple[Method, ...] = (
     Method("zeroshot", "Zero-shot", "tunevlseg.prompts.zeroshot:ZeroShot", tuned=False),
     Method("finetune", "Full fine-tuning", "tunevlseg.prompts.finetune:FineTune", trains_model=True,
            search={"lr": _LR, "weight_decay": _WD}, training={"epochs": 40}),
-    Method("coop", "CoOp", "tunevlseg.prompts.coop:CoOp", modalities=("text",),
+    Method("coop", "CoOp", "tunevlseg.prompts.coop:CoOp", modalities=("text",), hparams=("init_from_text",),
            search=_prompt_space()),
     Method("cocoop", "CoCoOp", "tunevlseg.prompts.cocoop:CoCoOp", modalities=("text",), uses_image_feature=True,
-           hparams=("hidden", "normalize_feature"),
-           search=_prompt_space(hidden={"type": "categorical", "choices": [32, 64, 128]})),
-    Method("vpt", "VPT (deep)", "tunevlseg.prompts.vpt:VPT", modalities=("vision",),
-           search=_prompt_space()),
+           hparams=("hidden", "projection", "normalize_feature", "first_layer_init", "init_from_text"),
+           search=_prompt_space(hidden={"type": _CATEGORICAL, "choices": [32, 64, 128]},
+                                projection={"type": _CATEGORICAL, "choices": ["mlp", "lora"]}),
+           fixed={"normalize_feature": False, "first_layer_init": "kaiming"}),
+    Method("vpt", "VPT (deep)", "tunevlseg.prompts.vpt:VPT", modalities=("vision",), hparams=_VISION_OPTIONS,
+           search=_prompt_space(), fixed=dict(_VISION_REFERENCE)),
     Method("maple", "MaPLe", "tunevlseg.prompts.maple:MaPLe", modalities=("text", "vision"),
-           hparams=("coupling", "hidden"),
-           search=_prompt_space(coupling={"type": "categorical",
-                                          "choices": ["linear", "mlp32", "mlp64", "mlp96"]})),
+           hparams=("coupling", "hidden", "coupling_layout", "first_layer_init", "init_from_text", *_VISION_OPTIONS),
+           search=_prompt_space(coupling={"type": _CATEGORICAL,
+                                          "choices": ["mlp32", "mlp64", "mlp96", "lora32", "lora64", "lora96"]}),
+           fixed={"coupling_layout": "reference", "first_layer_init": "kaiming", "init_from_text": False,
+                  **_VISION_REFERENCE}),
     Method("shared_attention", "Shared Attention", "tunevlseg.prompts.shared_attention:SharedAttention",
-           modalities=("text", "vision"), hparams=("heads", "dropout", "ffn", "norm_first"),
-           search=_prompt_space(heads={"type": "categorical", "choices": [16, 20, 32]},
+           modalities=("text", "vision"),
+           hparams=("heads", "dropout", "ffn", "norm_first", "batch_first", "depth_init", *_VISION_OPTIONS),
+           search=_prompt_space(heads={"type": _CATEGORICAL, "choices": [16, 20, 32]},
                                 dropout={"type": "float", "low": 0.1, "high": 0.55},
-                                ffn={"type": "categorical", "choices": [1280, 1420]},
-                                norm_first={"type": "categorical", "choices": [True, False]})),
+                                ffn={"type": _CATEGORICAL, "choices": [1280, 1420]},
+                                norm_first={"type": _CATEGORICAL, "choices": [True, False]}),
+           fixed={"batch_first": False, "depth_init": "copied", **_VISION_REFERENCE}),
     Method("shared_separate", "Shared Separate", "tunevlseg.prompts.shared_separate:SharedSeparate",
-           modalities=("text", "vision"), hparams=("latent",),
-           search=_prompt_space(latent={"type": "categorical", "choices": [32, 64]})),
+           modalities=("text", "vision"), hparams=("latent", "depth_init", *_VISION_OPTIONS),
+           search=_prompt_space(latent={"type": _CATEGORICAL, "choices": [32, 64]}),
+           fixed={"depth_init": "copied", **_VISION_REFERENCE}),
 )
 
 METHODS: dict[str, Method] = {m.name: m for m in CATALOGUE}
@@ -127,6 +141,8 @@ def method_settings(name: str, configured: Mapping | None) -> dict:
     out: dict = {}
     if method.tuned:
         out["search"] = copy.deepcopy(dict(method.search))
+    if method.fixed:
+        out["fixed"] = copy.deepcopy(dict(method.fixed))
     if method.training:
         out["training"] = copy.deepcopy(dict(method.training))
     return out

@@ -122,6 +122,8 @@ class CellSpec:
 
     def check_names(self) -> None:
         """Every searched or fixed name must be one the method accepts (a misspelt name fails here, once)."""
+        if not get_method(self.method).tuned:  # no study: nothing is searched
+            return
         accepted = get_method(self.method).accepted_search_keys()
         for part, values in (("search", self.search), ("fixed", self.fixed)):
             unknown = sorted(set(values) - set(accepted))
@@ -172,7 +174,7 @@ def make_learner(spec: CellSpec, adapter, depth: int, hparams: dict):
     kwargs = dict(hparams)
     if get_method(spec.method).trains_model:
         kwargs["model"] = adapter.model
-    if "text" in cls.modalities and spec.init_text:
+    if getattr(cls, "takes_init_text", False) and spec.init_text and kwargs.get("init_from_text", True):
         kwargs["init_embeddings"] = adapter.token_embeddings_for(spec.init_text, spec.n_ctx)
     depth = min(depth, cls.max_depth(adapter.dims))
     return build_learner(spec.method, adapter.dims, depth=depth, n_ctx=spec.n_ctx, **kwargs)
@@ -314,7 +316,7 @@ class CellRunner:
             crashes = frozen.user_attrs.get("crashes", 0) + (0 if frozen.user_attrs.get("preempted") else 1)
             if crashes > self.spec.max_trial_restarts:
                 log.warning("trial %d: its process died %d times; marking it FAIL", frozen.number, crashes)
-                study.set_trial_user_attr(frozen._trial_id, "error", f"its process died {crashes} times")
+                study._storage.set_trial_user_attr(frozen._trial_id, "error", f"its process died {crashes} times")
                 study.tell(frozen.number, state=TrialState.FAIL)
                 return self._next_trial(study, owner)
             log.warning("trial %d was interrupted: resuming it (same parameters and seed)", frozen.number)

@@ -28,8 +28,20 @@ def test_learner_is_found_and_declares_the_catalogue_traits(method):
     cls = learner_class(method)
     assert cls.method == method
     assert cls.modalities == info.modalities and cls.uses_image_feature == info.uses_image_feature
-    accepted = set(inspect.signature(cls.__init__).parameters) - STRUCTURAL
-    assert accepted == set(info.hparams), "catalogue hparams must be exactly the learner's keyword arguments"
+    assert learner_hparams(cls) == set(info.hparams), "catalogue hparams must be exactly the learner's arguments"
+
+
+def learner_hparams(cls) -> set[str]:
+    """The keyword arguments a learner accepts: its own, and its bases' when it passes ``**kwargs`` on."""
+    names = set()
+    for klass in cls.__mro__:
+        if "__init__" not in vars(klass) or klass.__module__.startswith("torch"):
+            continue
+        params = inspect.signature(vars(klass)["__init__"]).parameters.values()
+        names |= {p.name for p in params if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
+        if not any(p.kind == p.VAR_KEYWORD for p in params):
+            break
+    return names - STRUCTURAL
 
 
 @pytest.mark.parametrize("method", METHODS)

@@ -9,12 +9,17 @@ prompt learner insert tokens per layer:
 * text prompts sit right after the start token, are replaced at the input of
   layers 2..d, and shift the end-of-text pooling index by ``n``;
 * vision prompts are appended after the patch tokens before the pre-LayerNorm,
-  replaced at the input of layers 2..d and dropped before the decoder.
+  replaced at the input of layers 2..d, and either dropped before the decoder or
+  (``Prompts.vision_in_decoder``, the reference's) carried through the decoder's
+  token layers and removed only before the reshape to the patch grid; the decoder
+  is re-implemented from its submodules for that (``decode``).
 
 With no prompts the adapter reproduces the stock logits (tested to 1e-5).
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import nn
@@ -125,13 +130,18 @@ class CLIPSegAdapter(PromptableModel):
 
     def encode_image(self, pixel_values: torch.Tensor, prompts: Prompts | None = None,
                      pooled: bool = False) -> ImageFeatures:
-        """Decoder activations (prompt tokens removed) and, if asked, the projected pooled feature.
+        """Decoder activations and, if asked, the projected pooled feature.
 
         ``prompts.vision[k]`` has shape (B or 1, n, vision_width): k = 0 is appended after
         the patch tokens before the pre-LayerNorm; k >= 1 replaces those slots on
-        the input of layer k+1.
+        the input of layer k+1. The activations hold the patch tokens only, or with
+        ``prompts.vision_in_decoder`` also the n prompt tokens; then
+        ``prompts.decoder_sees_next_prompt`` stores, at a read layer k < d, prompt k+1 in those
+        slots (the reference's in-place overwrite).
         """
         vision = prompts.vision if prompts is not None else None
+        in_decoder = bool(vision) and prompts.vision_in_decoder
+        next_prompt = in_decoder and prompts.decoder_sees_next_prompt
         vm = self.model.clip.vision_model
         x = vm.embeddings(pixel_values, interpolate_pos_encoding=True)
         batch, tokens = x.shape[:2]
@@ -145,7 +155,12 @@ class CLIPSegAdapter(PromptableModel):
                 x = torch.cat([x[:, :tokens], vision[k].to(x.dtype).expand(batch, -1, -1)], dim=1)
             x = layer(x, None)
             if k in self.extract_layers:
-                activations.append(x[:, :tokens])
+                if not in_decoder:
+                    activations.append(x[:, :tokens])
+                elif next_prompt and k + 1 < len(vision):  # what the next layer will read
+                    activations.append(torch.cat([x[:, :tokens], vision[k + 1].to(x.dtype).expand(batch, -1, -1)], 1))
+                else:
+                    activations.append(x)
         feature = None
         if pooled:
             feature = self.model.clip.visual_projection(vm.post_layernorm(x[:, 0]))
@@ -153,11 +168,34 @@ class CLIPSegAdapter(PromptableModel):
 
     def decode(self, features: ImageFeatures, text: TextBatch, prompts: Prompts) -> torch.Tensor:
         """Mask logits (B, 1, H, W) from decoder activations and the text (with ``prompts.text``)."""
-        conditional = self.encode_text(text, prompts.text)
-        logits = self.model.decoder(list(features.maps), conditional).logits
-        if logits.dim() == 2:  # the stock decoder squeezes a batch of one too far
-            logits = logits.unsqueeze(0)
-        return logits.unsqueeze(1)
+        extra = prompts.vision[0].shape[-2] if prompts.vision and prompts.vision_in_decoder else 0
+        logits = self.decode_activations(list(features.maps), self.encode_text(text, prompts.text), extra)
+        return logits.reshape(logits.shape[0], 1, *logits.shape[-2:])
+
+    def decode_activations(self, activations: list[torch.Tensor], conditional: torch.Tensor,
+                           extra_tokens: int = 0) -> torch.Tensor:
+        """Mask logits from decoder activations and the conditional embedding.
+
+        CLIPSeg's decoder, step by step from its submodules (``reduces``, FiLM at
+        ``conditional_layer``, the token ``layers``, ``transposed_convolution``) so that
+        ``extra_tokens`` trailing tokens (vision prompts) can travel through the
+        projections, the conditioning and the attention layers; they are removed, with
+        the class token, only before the reshape to the patch grid. With none it
+        computes exactly what the stock ``model.decoder`` does.
+        """
+        dec = self.model.decoder
+        output = None
+        for i, (activation, layer, reduce) in enumerate(zip(activations[::-1], dec.layers, dec.reduces)):
+            output = reduce(activation) if output is None else reduce(activation) + output
+            if i == dec.conditional_layer:
+                output = dec.film_mul(conditional)[:, None] * output + dec.film_add(conditional)[:, None]
+            output = layer(output, None)
+        grid = output[:, 1 : output.shape[1] - extra_tokens].transpose(1, 2)
+        size = math.isqrt(grid.shape[2])
+        if size * size != grid.shape[2]:
+            raise ValueError(f"decoder: {grid.shape[2]} tokens after removing {extra_tokens} prompt tokens "
+                             "do not form a square patch grid")
+        return dec.transposed_convolution(grid.reshape(grid.shape[0], grid.shape[1], size, size))
 
 
 def _causal_padding_mask(padding: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

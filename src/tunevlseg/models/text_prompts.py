@@ -8,10 +8,13 @@ those n slots on the input of layer k+1.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -63,10 +66,13 @@ class PromptTokenizer:
         return TextBatch(input_ids, attention_mask, torch.tensor([e for _, e in rows], dtype=torch.long))
 
     def word_embeddings(self, text: str, n_ctx: int, embedding: torch.nn.Embedding) -> torch.Tensor | None:
-        """Embeddings of the words of ``text`` (no start/end token) if they are exactly ``n_ctx`` tokens."""
+        """Embeddings of the words of ``text`` (no start/end token) if they are exactly ``n_ctx`` tokens;
+        otherwise None, with a logged warning naming the text and its token count."""
         ids, eot = self.tokens(text, 0)
         words = ids[1:eot]
         if len(words) != n_ctx:
+            log.warning("init_text %r tokenises to %d tokens, not n_ctx = %d: the context starts from "
+                        "N(0, 0.02²) instead of its embeddings", text, len(words), n_ctx)
             return None
         return embedding.weight[torch.tensor(words, device=embedding.weight.device)].detach().clone()
 

@@ -1,4 +1,5 @@
-"""CLIPSeg prompt-aware forward + CoOp/VPT: parameter counts, gradients, depth semantics, stock equivalence."""
+"""CLIPSeg prompt-aware forward: CoOp/VPT counts, gradients, depth semantics, stock equivalence, and how vision
+prompts reach the decoder (prompts_in_decoder, decoder_sees_next_prompt) for every method with vision prompts."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import pytest
 import torch
 
 from tests.conftest import VIT_B16
+from tunevlseg.methods import METHODS
 from tunevlseg.prompts import build_learner
 
 TEXTS = ["red disc.", "a blue disc", "polyp"]
@@ -40,16 +42,126 @@ def test_adapter_without_prompts_reproduces_stock_logits(tiny_adapter):
     torch.testing.assert_close(ours[:, 0], stock, atol=1e-5, rtol=0)
 
 
-def test_vision_prompts_never_reach_the_decoder(tiny_adapter):
-    learner = build_learner("vpt", tiny_adapter.dims, depth=3)
-    captured = {}
-    hook = tiny_adapter.model.decoder.register_forward_pre_hook(
-        lambda m, args: captured.update(acts=[a.shape for a in args[0]]))
+VISION_METHODS = sorted(m for m, info in METHODS.items() if "vision" in info.modalities)
+TINY_VISION_HPARAMS = {"maple": dict(coupling="mlp8"), "shared_separate": dict(latent=8),
+                       "shared_attention": dict(heads=4, dropout=0.0, ffn=40), "vpt": {}}
+GRID_TOKENS = 1 + (32 // 8) ** 2  # class token + the tiny stand-in's 4 × 4 patches
+
+
+def _decoder_inputs(adapter):
+    """Record what each of the decoder's ``reduces`` and token ``layers`` reads, in call order."""
+    seen, hooks = {"reduces": [], "layers": []}, []
+    for name in seen:
+        for module in getattr(adapter.model.decoder, name):
+            hooks.append(module.register_forward_pre_hook(lambda m, args, name=name: seen[name].append(args[0].detach().clone())))
+    return seen, hooks
+
+
+def _vision_learner(method, adapter, depth, **options):
+    torch.manual_seed(0)
+    return build_learner(method, adapter.dims, depth=depth, **TINY_VISION_HPARAMS[method], **options).eval()
+
+
+@pytest.mark.parametrize("method", VISION_METHODS)
+@pytest.mark.parametrize("in_decoder", [False, True])
+def test_decoder_input_sequences_with_and_without_prompts(tiny_adapter, method, in_decoder):
+    """prompts_in_decoder: the decoder's projections and token layers read 1 + patches + n tokens (the reference);
+    otherwise 1 + patches. Every method with vision prompts writes the flag into its Prompts."""
+    learner = _vision_learner(method, tiny_adapter, 3, prompts_in_decoder=in_decoder)
+    assert learner(None).vision_in_decoder is in_decoder
+    seen, hooks = _decoder_inputs(tiny_adapter)
     with torch.no_grad():
-        tiny_adapter(_images(), tiny_adapter.tokenize(TEXTS), learner)
-    hook.remove()
-    grid_tokens = 1 + (32 // 8) ** 2
-    assert captured["acts"] == [torch.Size([3, grid_tokens, 32])] * 3
+        logits = tiny_adapter(_images(), tiny_adapter.tokenize(TEXTS, learner.text_ctx), learner)
+    for h in hooks:
+        h.remove()
+    tokens = GRID_TOKENS + (4 if in_decoder else 0)
+    assert [t.shape for t in seen["reduces"]] == [torch.Size([3, tokens, 32])] * 3
+    assert [t.shape for t in seen["layers"]] == [torch.Size([3, tokens, 8])] * 3
+    assert logits.shape == (3, 1, 32, 32)
+
+
+def _perturb_output_slots(layer, n=4):
+    """Forward hook adding 1 to the last n tokens (the vision prompt slots) of a layer's output."""
+    def hook(module, args, out):
+        out = out.clone()
+        out[:, -n:] += 1.0
+        return out
+    return layer.register_forward_hook(hook)
+
+
+@pytest.mark.parametrize("method", VISION_METHODS)
+def test_prompt_tokens_reach_the_logits_only_through_the_decoder_when_kept(tiny_adapter, method):
+    """The last layer the decoder reads is also the last the encoder runs, so its output's prompt slots reach
+    the mask only through the decoder: perturbing them changes the logits with prompts_in_decoder, and changes
+    nothing at all without. Inside the decoder, patch tokens attend to the prompt tokens: perturbing the
+    prompt rows of the last decoder layer's input changes the patch-grid logits."""
+    images = _images()
+    last = tiny_adapter.model.clip.vision_model.encoder.layers[max(tiny_adapter.extract_layers)]
+    for in_decoder in (True, False):
+        learner = _vision_learner(method, tiny_adapter, 2, prompts_in_decoder=in_decoder)
+        text = tiny_adapter.tokenize(TEXTS, learner.text_ctx)
+        with torch.no_grad():
+            base = tiny_adapter(images, text, learner)
+            hook = _perturb_output_slots(last)
+            moved = tiny_adapter(images, text, learner)
+            hook.remove()
+        if in_decoder:
+            assert (moved - base).abs().max() > 1e-3
+        else:
+            torch.testing.assert_close(moved, base, atol=0, rtol=0)
+    learner = _vision_learner(method, tiny_adapter, 2, prompts_in_decoder=True)
+    text = tiny_adapter.tokenize(TEXTS, learner.text_ctx)
+
+    def shift_prompt_rows(module, args):
+        x = args[0].clone()
+        x[:, -4:] += 1.0
+        return (x, *args[1:])
+
+    with torch.no_grad():
+        base = tiny_adapter(images, text, learner)
+        hook = tiny_adapter.model.decoder.layers[-1].register_forward_pre_hook(shift_prompt_rows)
+        moved = tiny_adapter(images, text, learner)
+        hook.remove()
+    assert (moved - base).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("method", VISION_METHODS)
+@pytest.mark.parametrize("next_prompt", [False, True])
+def test_decoder_sees_next_prompt_at_a_read_layer_below_depth(tiny_adapter, method, next_prompt):
+    """Stand-in: the decoder reads layers 1, 2, 3 (extract_layers 0, 1, 2). At depth 3, read layers k = 0, 1 are
+    below the depth: with decoder_sees_next_prompt their stored prompt slots are exactly prompt k+1 (what layer
+    k+2 reads; the reference's in-place overwrite), else layer k+1's output there. Layer 2 (k + 1 = d) and the
+    patch tokens are the layer outputs either way."""
+    learner = _vision_learner(method, tiny_adapter, 3, prompts_in_decoder=True, decoder_sees_next_prompt=next_prompt)
+    outs, hooks = {}, []
+    layers = tiny_adapter.model.clip.vision_model.encoder.layers
+    for k in tiny_adapter.extract_layers:
+        hooks.append(layers[k].register_forward_hook(lambda m, a, out, k=k: outs.__setitem__(k, out.detach().clone())))
+    seen, more = _decoder_inputs(tiny_adapter)
+    with torch.no_grad():
+        tiny_adapter(_images(), tiny_adapter.tokenize(TEXTS, learner.text_ctx), learner)
+        prompts = learner(None).vision
+    for h in hooks + more:
+        h.remove()
+    stored = dict(zip(tiny_adapter.extract_layers[::-1], seen["reduces"]))  # the decoder reads them deepest first
+    for k in tiny_adapter.extract_layers:
+        torch.testing.assert_close(stored[k][:, :GRID_TOKENS], outs[k][:, :GRID_TOKENS], atol=0, rtol=0)
+        if next_prompt and k + 1 < 3:
+            torch.testing.assert_close(stored[k][:, GRID_TOKENS:], prompts[k + 1].expand(3, -1, -1), atol=0, rtol=0)
+            assert not torch.allclose(stored[k][:, GRID_TOKENS:], outs[k][:, GRID_TOKENS:])
+        else:
+            torch.testing.assert_close(stored[k][:, GRID_TOKENS:], outs[k][:, GRID_TOKENS:], atol=0, rtol=0)
+
+
+def test_vision_prompt_flags_do_not_touch_a_prompt_free_forward(tiny_adapter):
+    """decode() re-implements the decoder: with no extra tokens it equals the stock decoder's logits."""
+    images = _images()
+    with torch.no_grad():
+        activations = list(tiny_adapter.encode_image(tiny_adapter.normalize(images)).maps)
+        conditional = tiny_adapter.encode_text(tiny_adapter.tokenize(TEXTS))
+        ours = tiny_adapter.decode_activations(activations, conditional)
+        stock = tiny_adapter.model.decoder(activations, conditional).logits
+    torch.testing.assert_close(ours[:, 0], stock, atol=1e-6, rtol=0)
 
 
 def test_text_truncation_keeps_room_for_context(tiny_adapter):
