@@ -19,7 +19,8 @@ from pathlib import Path
 from tunevlseg.data.atomic import atomic_dir, atomic_write
 from tunevlseg.data.fetch import download, safe_extract, sha256_file
 from tunevlseg.data.prepare import REQUIRED_COLUMNS
-from tunevlseg.data.registry import DatasetSpec, get_spec
+from tunevlseg.data.registry import get_spec
+from tunevlseg.data.spec import DatasetSpec
 
 log = logging.getLogger(__name__)
 OPTIONAL_COLUMNS = ["label", "transpose", "mask_rule", "split", "stratum", "context"]
