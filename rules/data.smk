@@ -1,4 +1,5 @@
 # Data: synthetic raw layouts, or real releases (obtain -> index); then split + resize + cache per (dataset, size).
+from tunevlseg.data.ingest import annotation_files, release_files
 
 
 # Downloads need the internet: run them on the submitting host, not on compute nodes.
@@ -22,6 +23,9 @@ rule synth:
 
 
 rule obtain:
+    input:
+        # gated archives: replacing one at the same path reruns obtain -> index -> prepare
+        release=lambda w: release_files(config["datasets"][w.dataset], RAW),
     output:
         L.receipt("{dataset}"),
     params:
@@ -54,6 +58,7 @@ rule index:
 rule prepare:
     input:
         raw=index_input,
+        annotations=lambda w: annotation_files(config["datasets"][w.dataset]),
     output:
         directory(L.prepared("{dataset}", "{size}")),
     params:

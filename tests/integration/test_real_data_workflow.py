@@ -1,7 +1,9 @@
-"""The data rules on a real-layout dataset: obtain (gated archive) -> index -> prepare, then nothing to redo."""
+"""The data rules on a real-layout dataset: obtain (gated archive) -> index -> prepare, then nothing to redo,
+and a new archive at the same path redoes all three."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -45,3 +47,15 @@ def test_real_dataset_rules(tmp_path):
     assert (tmp_path / "shared_raw" / "busi" / "extracted" / "archive" / "Dataset_BUSI_with_GT").is_dir()
     dry = _snakemake(tmp_path, "-n", target)
     assert "Nothing to be done" in dry.stdout + dry.stderr
+
+    # a new release dropped at the same path: obtain, index and prepare run again and describe it
+    build_busi(tmp_path / "drop", seed=42)
+    dry = _snakemake(tmp_path, "-n", target)
+    jobs = dry.stdout + dry.stderr
+    assert all(f"rule {r}:" in jobs or f"localrule {r}:" in jobs for r in ("obtain", "index", "prepare")), jobs[-2000:]
+    out = _snakemake(tmp_path, target)
+    assert out.returncode == 0, out.stderr[-3000:]
+    new_meta = json.loads((tmp_path / target / "meta.json").read_text())
+    digest = hashlib.sha256((tmp_path / "drop" / "archive.zip").read_bytes()).hexdigest()
+    assert new_meta["index"]["files"][0]["sha256"] == digest != meta["index"]["files"][0]["sha256"]
+    assert new_meta["manifest_sha256"] != meta["manifest_sha256"]

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-SPLITS = ("train", "val", "test")
+from tunevlseg.data.spec import SPLITS
 
 
 def manifest_hash(prepared_dir: Path) -> str:

@@ -39,6 +39,23 @@ def sha256_file(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
+def verify_file(path: str | os.PathLike, expected: str | None = None) -> str:
+    """sha256 of an existing file, checked against ``expected`` (the registry's) and ``<file>.sha256`` if present.
+
+    ``ValueError`` naming the file, both hashes and where the expected one
+    comes from on a mismatch; returns the file's sha256.
+    """
+    path = Path(path)
+    actual = sha256_file(path)
+    record = path.with_name(path.name + ".sha256")
+    recorded = record.read_text().split()[0] if record.is_file() and record.read_text().split() else None
+    for want, source in ((expected, "the registry"), (recorded, str(record))):
+        if want and actual != want.lower():
+            raise ValueError(f"{path}: sha256 {actual} does not match {want} recorded in {source}; the file changed "
+                             f"or is corrupt (fetch it again, or fix the recorded value)")
+    return actual
+
+
 def _progress(total: int | None, initial: int, name: str):
     from tqdm import tqdm
 
@@ -89,10 +106,7 @@ def download(url: str, dest: str | os.PathLike, sha256: str | None = None, retri
     record = dest.with_name(dest.name + ".sha256")
     expected = sha256 or (record.read_text().split()[0] if record.is_file() else None)
     if dest.is_file():
-        actual = sha256_file(dest)
-        if expected and actual != expected:
-            raise ValueError(f"{dest}: sha256 {actual} does not match the expected {expected}; delete it to download again")
-        return actual
+        return verify_file(dest, sha256)
     part = dest.with_name(dest.name + ".part")
     for attempt in range(1, retries + 1):
         try:

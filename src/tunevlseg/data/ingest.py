@@ -17,9 +17,10 @@ import os
 from pathlib import Path
 
 from tunevlseg.data.atomic import atomic_dir, atomic_write
-from tunevlseg.data.fetch import download, safe_extract, sha256_file
+from tunevlseg.data.fetch import download, safe_extract, verify_file
 from tunevlseg.data.prepare import REQUIRED_COLUMNS
-from tunevlseg.data.registry import DatasetSpec, get_spec
+from tunevlseg.data.registry import get_spec
+from tunevlseg.data.spec import DatasetSpec
 
 log = logging.getLogger(__name__)
 OPTIONAL_COLUMNS = ["label", "transpose", "mask_rule", "split", "stratum", "context"]
@@ -34,26 +35,53 @@ def _stem(name: str) -> str:
 
 
 def _locate(spec: DatasetSpec, folder: Path, archive: str | None) -> tuple[list[Path], Path | None]:
-    """The release files to extract, or an already extracted folder given as ``archive``."""
+    """The release files to extract (optional ones only when present), or an extracted folder given as ``archive``."""
     if archive:
         given = Path(archive)
         if given.is_file():
-            if len(spec.files) > 1:
+            if len(spec.required_files) > 1:
                 raise ValueError(f"{spec.id}: archive {given} is one file but the release has "
                                  f"{[f.name for f in spec.files]}; point archive at the folder holding them")
-            return [given], None
+            extra = [given.parent / f.name for f in spec.files if f.optional and (given.parent / f.name).is_file()]
+            return [given, *extra], None
         if given.is_dir():
-            inside = [given / f.name for f in spec.files]
-            if all(p.is_file() for p in inside):
-                return inside, None
+            if all((given / f.name).is_file() for f in spec.required_files):
+                return [given / f.name for f in spec.files if (given / f.name).is_file()], None
             return [], given  # an already extracted copy (e.g. on shared storage)
         raise FileNotFoundError(f"{spec.id}: archive {given} (datasets.<name>.archive) does not exist. "
                                 f"{spec.how_to_get(folder)}")
-    paths = [folder / f.name for f in spec.files]
-    missing = [p.name for p in paths if not p.is_file()]
+    missing = [f.name for f in spec.required_files if not (folder / f.name).is_file()]
     if missing and spec.access == "gated":
         raise FileNotFoundError(f"{spec.id}: missing {', '.join(missing)} in {folder}. {spec.how_to_get(folder)}")
-    return paths, None
+    return [folder / f.name for f in spec.files if not f.optional or (folder / f.name).is_file()], None
+
+
+def release_files(dataset_cfg: dict, raw_dir: str | os.PathLike) -> list[str]:
+    """The gated release files ``obtain`` would read for one ``datasets.<name>`` entry (those that exist).
+
+    The ``obtain`` rule declares them as inputs, so an archive replaced at the
+    same path reruns obtain, index and prepare. Direct downloads (fetched by
+    obtain itself, then checked against their sha256 on every run), synthetic
+    datasets and an already extracted copy give ``[]``.
+    """
+    source = dataset_cfg.get("source", "synthetic")
+    if source == "synthetic" or get_spec(source).access != "gated":
+        return []
+    spec = get_spec(source)
+    try:
+        paths, _ = _locate(spec, Path(raw_dir) / spec.id, dataset_cfg.get("archive") or None)
+    except (FileNotFoundError, ValueError):  # obtain itself reports what is missing, with the instructions
+        return []
+    return [str(p) for p in paths if p.is_file()]
+
+
+def annotation_files(dataset_cfg: dict) -> list[str]:
+    """The published annotation files of a ``datasets.<name>`` entry (``annotations:``), inputs of ``prepare``."""
+    if not dataset_cfg.get("annotations"):
+        return []
+    from tunevlseg.data.published import annotation_files as files
+
+    return [str(p) for p in files(dataset_cfg["annotations"]).values()]
 
 
 def obtain(source: str, raw_dir: str | os.PathLike, archive: str | None = None,
@@ -63,8 +91,11 @@ def obtain(source: str, raw_dir: str | os.PathLike, archive: str | None = None,
     Direct files are downloaded (resumable, sha256-checked) into
     ``<raw_dir>/<id>/``; gated files must already be there (or at
     ``archive``), else ``FileNotFoundError`` tells the user what to get and
-    where to put it. Each archive is extracted once (its sha256 is recorded
-    next to the extraction and a changed archive is extracted again).
+    where to put it. Every file already present is verified on every run
+    against its expected sha256 (the registry's, else ``<file>.sha256`` next
+    to it): a mismatch is a ``ValueError`` naming the file and both hashes.
+    Each archive is extracted once (its sha256 is recorded next to the
+    extraction and a changed archive is extracted again).
     ``receipt``, when given, is written atomically.
     """
     spec = get_spec(source)
@@ -79,9 +110,7 @@ def obtain(source: str, raw_dir: str | os.PathLike, archive: str | None = None,
             if spec.access == "direct" and not path.is_file():
                 digest = download(f.url, path, f.sha256)
             else:
-                digest = sha256_file(path)
-                if f is not None and f.sha256 and digest != f.sha256:
-                    raise ValueError(f"{path}: sha256 {digest} does not match the registry's {f.sha256}")
+                digest = verify_file(path, f.sha256 if f is not None else None)
             files.append({"name": path.name, "path": str(path), "sha256": digest, "bytes": path.stat().st_size})
             target = extracted_root / _stem(path.name)
             record = extracted_root / f"{_stem(path.name)}.sha256"
@@ -155,8 +184,9 @@ def prepare_settings(dataset_cfg: dict) -> dict:
     """Keyword arguments of ``prepare_dataset`` for one ``datasets.<name>`` config entry.
 
     Real datasets take their registry defaults (split fractions, validation
-    carve, intensity window) unless the config sets them; ``leak_policy: drop``
-    maps to ``drop_duplicates=True``.
+    carve, intensity window) unless the config sets them; ``leak_policy``
+    (default ``group``, applied by ``prepare_dataset``) and ``annotations``
+    (published splits and prompts) pass through when set.
     """
     source = dataset_cfg.get("source", "synthetic")
     defaults = {"split_fractions": [0.7, 0.15, 0.15]}
@@ -166,11 +196,9 @@ def prepare_settings(dataset_cfg: dict) -> dict:
         if spec.val_fraction is not None:
             defaults["val_fraction"] = spec.val_fraction
     out = {**defaults, "seed": dataset_cfg.get("split_seed", 0)}
-    for key in ("split_fractions", "val_fraction"):
+    for key in ("split_fractions", "val_fraction", "leak_policy", "annotations"):
         if key in dataset_cfg:
             out[key] = dataset_cfg[key]
-    if dataset_cfg.get("leak_policy", "fail") == "drop":
-        out["drop_duplicates"] = True
     return out
 
 
@@ -199,7 +227,7 @@ def dataset_status(name: str, cfg: dict, results: Path, raw_dir: Path) -> str:
         return f"{name} ({source}): raw present (extracted in {folder / 'extracted'})"
     if archive and Path(archive).exists():
         return f"{name} ({source}): raw present ({archive})"
-    if all((folder / f.name).is_file() for f in spec.files):
+    if all((folder / f.name).is_file() for f in spec.required_files):
         return f"{name} ({source}): raw present ({folder})"
     if spec.access == "direct":
         return f"{name} ({source}): missing; the workflow downloads it into {folder}/"

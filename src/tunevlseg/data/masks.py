@@ -15,6 +15,11 @@ rule                   meaning
 ``empty``              no foreground (BUSI "normal" without a mask file)
 ``polygons``           ``mask`` is a JSON file ``{"size": [h, w], "polygons": [[[x, y], ...], ...]}``
 =====================  =============================================================
+
+Thresholded masks must have at least one pixel clearly on one side of the
+threshold (farther than :data:`MARGIN` grey levels from it): a file whose
+values all lie within ``T ± MARGIN`` (e.g. uniformly 128) says nothing about
+foreground or background and is refused, naming the file.
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+MARGIN = 16  # grey levels: a thresholded mask needs a pixel farther than this from its threshold
 
 
 def open_image(path: Path, what: str) -> Image.Image:
@@ -86,11 +93,11 @@ def load_mask(raw_dir: Path, mask_entry: str, rule: str, image_shape: tuple[int,
     if kind == "binary":
         mask = binary_mask(path)
     elif kind == "threshold":
-        mask = (np.asarray(open_image(path, "mask").convert("L")) > int(arg)).astype(np.uint8)
+        mask = _threshold(np.asarray(open_image(path, "mask").convert("L")), int(arg), path)
     elif kind == "channels":
         threshold, channels = arg.split(":")
         rgb = np.asarray(open_image(path, "mask").convert("RGB"))
-        mask = (rgb[..., [int(c) for c in channels.split(",")]] > int(threshold)).any(-1).astype(np.uint8)
+        mask = _threshold(rgb[..., [int(c) for c in channels.split(",")]].max(-1), int(threshold), path)
     elif kind == "label":
         memo = {} if memo is None else memo
         if ("labels", path) not in memo:
@@ -110,6 +117,15 @@ def load_mask(raw_dir: Path, mask_entry: str, rule: str, image_shape: tuple[int,
     else:
         raise ValueError(f"unknown mask_rule {rule!r} for mask {path}")
     return _check_size(mask, path, image_shape)
+
+
+def _threshold(values: np.ndarray, threshold: int, path: Path) -> np.ndarray:
+    """``values > threshold`` as uint8 {0,1}; ``ValueError`` when no value is clearly on either side."""
+    lo, hi = int(values.min()), int(values.max())
+    if lo >= threshold - MARGIN and hi <= threshold + MARGIN:
+        raise ValueError(f"mask {path}: every value lies in [{lo}, {hi}], within {MARGIN} of the threshold "
+                         f"{threshold}: no pixel is clearly foreground or background (a blank or corrupt mask?)")
+    return (values > threshold).astype(np.uint8)
 
 
 def _check_size(mask: np.ndarray, path: Path, image_shape: tuple[int, int]) -> np.ndarray:

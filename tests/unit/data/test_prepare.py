@@ -288,19 +288,75 @@ def test_prepare_volumes(ct_raw, tmp_path):
     assert inside > ps.images[i][ps.masks[i] == 0].mean() + 60
 
 
-def test_prepare_duplicate_across_splits(tissue_raw, tmp_path):
-    prepare_dataset(tissue_raw, tmp_path / "ok", size=24, seed=0)
+def _planted_duplicate(tissue_raw, tmp_path):
+    """A copy of the tissue set where a test image is overwritten by a train image (masks differ)."""
+    prepare_dataset(tissue_raw, tmp_path / "ok", size=24, seed=0, leak_policy="fail")
     manifest = read_csv(tmp_path / "ok" / "manifest.csv")
     a = next(m for m in manifest if m["split"] == "train")
     b = next(m for m in manifest if m["split"] == "test")
     raw = Path(shutil.copytree(tissue_raw, tmp_path / "raw"))
     shutil.copy(raw / a["source_image"], raw / b["source_image"])
-    with pytest.raises(ValueError, match=rf"leak.*{a['id']}.*{b['id']}"):
-        prepare_dataset(raw, tmp_path / "prep", size=24, seed=0)
+    return raw, a, b
+
+
+def test_duplicates_join_one_group(tissue_raw, tmp_path):
+    raw, a, b = _planted_duplicate(tissue_raw, tmp_path)
+    meta = prepare_dataset(raw, tmp_path / "prep", size=24, seed=0)  # default leak_policy: group
+    assert meta["leak_policy"] == "group" and sum(meta["split_sizes"].values()) == 40  # nothing lost
+    manifest = {m["id"]: m for m in read_csv(tmp_path / "prep" / "manifest.csv")}
+    assert manifest[a["id"]]["split"] == manifest[b["id"]]["split"]
+    group = min(a["group"], b["group"])
+    assert manifest[a["id"]]["group"] == manifest[b["id"]]["group"] == group
+    assert meta["groups_merged"] == {group: sorted([a["group"], b["group"]])}
+    assert meta["duplicates"]["sets"] == [sorted([a["id"], b["id"]])] and meta["n_duplicates_dropped"] == 0
+    # the two copies carry different masks: listed, with their IoU
+    mask_a = load_png(raw / a["source_mask"]) > 0
+    mask_b = load_png(raw / b["source_mask"]) > 0
+    iou = round((mask_a & mask_b).sum() / (mask_a | mask_b).sum(), 4)
+    # the two copies carry different masks: listed (csv order), with their IoU
+    assert meta["conflicting_masks"] == [{"samples": sorted([a["id"], b["id"]]), "phrase": "polyp", "iou": iou}]
+    # deterministic: the same seed gives the same cache
+    again = prepare_dataset(raw, tmp_path / "again", size=24, seed=0, workers=2)
+    assert again["manifest_sha256"] == meta["manifest_sha256"]
+
+
+def test_leak_policies_fail_and_drop(tissue_raw, tmp_path):
+    raw, a, b = _planted_duplicate(tissue_raw, tmp_path)
+    with pytest.raises(ValueError, match=rf"split leak: identical image content in {a['id']} .*train.* and {b['id']}"):
+        prepare_dataset(raw, tmp_path / "prep", size=24, seed=0, leak_policy="fail")
     assert not (tmp_path / "prep").exists()
-    meta = prepare_dataset(raw, tmp_path / "prep", size=24, seed=0, drop_duplicates=True)
+    meta = prepare_dataset(raw, tmp_path / "prep", size=24, seed=0, leak_policy="drop")
     assert meta["n_duplicates_dropped"] == 1 and sum(meta["split_sizes"].values()) == 39
+    assert meta["duplicates_dropped"][0].startswith(f"{b['id']} (") and a["id"] in meta["duplicates_dropped"][0]
     assert b["id"] not in PreparedSplit(tmp_path / "prep", "test").ids
+    with pytest.raises(ValueError, match="leak_policy must be one of"):
+        prepare_dataset(raw, tmp_path / "x", size=24, leak_policy="ignore")
+
+
+def test_empty_split_is_an_error_naming_the_dataset(tissue_raw, tmp_path):
+    with pytest.raises(ValueError, match=r"dataset tissue: split sizes train/val/test = 36/4/0 samples: test is empty"):
+        prepare_dataset(tissue_raw, tmp_path / "prep", size=24, split_fractions=(0.9, 0.1, 0.0))
+    with pytest.raises(ValueError, match=r"dataset tissue: split sizes train/val/test = 40/0/0 samples: val, test are"):
+        prepare_dataset(tissue_raw, tmp_path / "prep", size=24, split_fractions=(1.0, 0.0, 0.0))
+    assert not (tmp_path / "prep").exists()
+
+
+def test_official_split_keeps_the_held_out_copy(tissue_raw, tmp_path):
+    """With an official split, copies cannot share a split: the test copy stays, the train copy goes."""
+    raw = Path(shutil.copytree(tissue_raw, tmp_path / "raw"))
+    rows = read_csv(raw / "samples.csv")
+    for i, r in enumerate(rows):
+        r["split"] = "test" if i >= 30 else "train"
+    write_csv(raw / "samples.csv", rows)
+    shutil.copy(raw / rows[35]["image"], raw / rows[3]["image"])  # a test image also in train
+    shutil.copy(raw / rows[5]["image"], raw / rows[6]["image"])  # two train copies: one group, carved together
+    meta = prepare_dataset(raw, tmp_path / "prep", size=24, seed=0)
+    manifest = {m["id"]: m for m in read_csv(tmp_path / "prep" / "manifest.csv")}
+    assert rows[3]["id"] not in manifest and manifest[rows[35]["id"]]["split"] == "test"
+    assert meta["n_duplicates_dropped"] == 1 and meta["duplicates_dropped"][0].startswith(f"{rows[3]['id']} (")
+    assert manifest[rows[5]["id"]]["split"] == manifest[rows[6]["id"]]["split"] != "test"
+    assert meta["groups_merged"] == {rows[5]["group"]: [rows[5]["group"], rows[6]["group"]]}
+    assert meta["split_sizes"]["test"] == 10 and sum(meta["split_sizes"].values()) == 39
 
 
 def test_prepare_rejects_non_binary_mask(raw_copy, tmp_path):

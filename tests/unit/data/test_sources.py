@@ -13,6 +13,7 @@ import csv
 import dataclasses
 import hashlib
 import http.server
+import inspect
 import io
 import json
 import shutil
@@ -25,14 +26,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.data_fixtures import BUILDERS, H, W
+from tests.data_fixtures import BUILDERS, H, W, medvlsm_names
 from tunevlseg.cli import main as cli_main
 from tunevlseg.data import registry
 from tunevlseg.data.cache import PreparedSplit, manifest_hash
 from tunevlseg.data.fetch import download, safe_extract
-from tunevlseg.data.ingest import dataset_status, index_dataset, obtain, prepare_settings
+from tunevlseg.data.ingest import (annotation_files, dataset_status, index_dataset, obtain, prepare_settings,
+                                   release_files)
 from tunevlseg.data.prepare import prepare_dataset
+from tunevlseg.data.masks import load_mask
 from tunevlseg.data.prompts import build_prompts, mask_facts
+from tunevlseg.data.sources.clinicdb import sequence_of
 
 SPLITS = ("train", "val", "test")
 JPEG_MASKS = {"kvasir", "bkai"}  # lossy masks: compare by IoU, not exactly
@@ -247,18 +251,37 @@ def _install(name: str, fx, tmp_path: Path, serve, monkeypatch) -> Path:
     return raw_dir
 
 
-@pytest.fixture(params=sorted(BUILDERS))
-def pipeline(request, tmp_path, serve, monkeypatch):
-    """(name, fixture, receipt, index dir, prepared dir, meta) for one dataset."""
+@pytest.fixture(scope="session")
+def releases(tmp_path_factory):
+    """Each fixture release built once per session (read-only: tests copy the archives before using them)."""
+    built: dict[str, object] = {}
+
+    def get(name: str):
+        if name not in built:
+            built[name] = BUILDERS[name](tmp_path_factory.mktemp(f"release_{name}"))
+        return built[name]
+
+    return get
+
+
+@pytest.fixture(params=sorted(registry.REGISTRY))
+def pipeline(request, tmp_path, serve, monkeypatch, releases):
+    """(name, fixture, receipt, index dir, prepared dir, meta) for one registry dataset."""
     name = request.param
-    fx = BUILDERS[name](tmp_path / "release")
+    if name not in BUILDERS:
+        pytest.fail(f"registry entry {name!r} has no fixture builder in tests/data_fixtures.py BUILDERS")
+    fx = releases(name)
     raw_dir = _install(name, fx, tmp_path, serve, monkeypatch)
     info = obtain(name, raw_dir, receipt=tmp_path / "receipt.json")
     assert json.loads((tmp_path / "receipt.json").read_text())["root"] == info["root"]
-    assert [f["name"] for f in info["files"]] == [f.name for f in registry.REGISTRY[name].files]
+    assert [f["name"] for f in info["files"]] == [a.name for a in fx.archives]
     index_dataset(name, info["root"], tmp_path / "index")
     meta = prepare_dataset(tmp_path / "index", tmp_path / "prep", size=16, **prepare_settings({"source": name}))
     return name, fx, info, tmp_path / "index", tmp_path / "prep", meta
+
+
+def test_every_registry_entry_has_a_fixture():
+    assert sorted(BUILDERS) == sorted(registry.REGISTRY)
 
 
 def test_dataset_pipeline(pipeline):
@@ -270,18 +293,27 @@ def test_dataset_pipeline(pipeline):
     manifest = read_csv(prep / "manifest.csv")
     assert {m["id"] for m in manifest} == set(fx.truth)
     split_of = {m["id"]: m["split"] for m in manifest}
-    # groups (patients, images, cities) never span splits
+    # every sample in the group it must have (patient, sequence, city, image; pixel-identical copies merged),
+    # and no group spans splits
+    assert {m["id"]: m["group"] for m in manifest} == fx.groups
     by_group: dict[str, set] = {}
     for sid, group in fx.groups.items():
         by_group.setdefault(group, set()).add(split_of[sid])
     assert all(len(s) == 1 for s in by_group.values())
+    # the release's pixel-identical copies: found, in one split, listed; those with other masks listed with their IoU
+    assert sorted(map(sorted, meta["duplicates"]["sets"])) == sorted(map(sorted, fx.duplicates))
+    assert meta["n_duplicates_dropped"] == 0
+    assert [tuple(c["samples"]) for c in meta["conflicting_masks"]] == fx.conflicts
+    for c in meta["conflicting_masks"]:
+        a, b = (fx.truth[i].astype(bool) for i in c["samples"])
+        assert c["iou"] == round((a & b).sum() / (a | b).sum(), 4) < 1
     # prompts
     phrases = {m["p1"][:-1] for m in manifest}
     assert phrases <= PHRASES.get(name, phrases) and all(m["p0"] == "" and m["p1"].endswith(".") for m in manifest)
     for m in manifest:
         truth = fx.truth[m["id"]]
         assert m["p3"] == build_prompts(m["p1"], truth)["p3"]
-        assert (int(m["orig_h"]), int(m["orig_w"])) == truth.shape == (H, W)
+        assert (int(m["orig_h"]), int(m["orig_w"])) == truth.shape
     # cached masks: binary, nearest resize of the original, original = the drawn mask
     for split in SPLITS:
         ps = PreparedSplit(prep, split)
@@ -301,56 +333,298 @@ def test_dataset_pipeline(pipeline):
             assert np.array_equal(original, truth.astype(np.uint8)), sid
 
 
-def test_dataset_leak_audit(pipeline, tmp_path):
-    """A test image planted over a train image of another group: the audit fails, or drops and reports it."""
+@pytest.mark.parametrize("policy", ["group", "fail", "drop"])
+def test_dataset_leak_audit(pipeline, tmp_path, policy):
+    """A test image planted over a train image of another group: grouped (default), or the audit fails, or
+    drops and reports it."""
     name, fx, info, index, prep, meta = pipeline
-    manifest = read_csv(prep / "manifest.csv")
-    test_row = next(m for m in manifest if m["split"] == "test")
-    train_row = next(m for m in manifest if m["split"] == "train" and m["group"] != test_row["group"])
+    settings = prepare_settings({"source": name, "leak_policy": policy})
+    assert settings["leak_policy"] == policy
+    before = None  # what the policy makes of the release's own duplicates (BKAI, BUSI) without the planted one
+    try:
+        before = prepare_dataset(index, tmp_path / "before", size=16, **settings)
+    except ValueError as e:
+        assert policy == "fail" and fx.duplicates and "split leak" in str(e)
+    manifest = read_csv((tmp_path / "before" if before else prep) / "manifest.csv")  # this policy's split
+    copies = {sid for pair in fx.duplicates for sid in pair}
+    test_row = next(m for m in manifest if m["split"] == "test" and m["id"] not in copies)
+    train_row = next(m for m in manifest if m["split"] == "train" and m["group"] != test_row["group"]
+                     and m["id"] not in copies and (m["orig_h"], m["orig_w"]) == (test_row["orig_h"], test_row["orig_w"]))
     src, dst = Path(test_row["source_image"]), Path(train_row["source_image"])
     shutil.copy(src, dst)
-    with pytest.raises(ValueError, match=rf"split leak.*{train_row['id']}.*{test_row['id']}"):
-        prepare_dataset(index, tmp_path / "leak", size=16, **prepare_settings({"source": name}))
-    assert not (tmp_path / "leak").exists()
-    settings = prepare_settings({"source": name, "leak_policy": "drop"})
-    assert settings["drop_duplicates"] is True
+    if policy == "fail":
+        planted = rf"split leak.*{train_row['id']}.*{test_row['id']}" if before else "split leak"
+        with pytest.raises(ValueError, match=planted):
+            prepare_dataset(index, tmp_path / "leak", size=16, **settings)
+        assert not (tmp_path / "leak").exists()
+        return
     leaked = prepare_dataset(index, tmp_path / "leak", size=16, **settings)
-    n_same_image = sum(m["source_image"] == str(src) for m in manifest)  # samples sharing the test image
-    assert leaked["n_duplicates_dropped"] == n_same_image
-    assert sum(leaked["split_sizes"].values()) == fx.n_samples - n_same_image
-    assert all(test_row["source_image"] in d or str(dst) in d for d in leaked["duplicates_dropped"])
+    after = {m["id"]: m for m in read_csv(tmp_path / "leak" / "manifest.csv")}
+    official = any(r.get("split") for r in read_csv(index / "samples.csv"))
+    if policy == "drop" or official:  # one copy dropped, listed
+        # drop: the first copy (train) stays; group on an official split: the most held-out copy (test) stays
+        kept, gone = (train_row, test_row) if policy == "drop" else (test_row, train_row)
+        n_gone = sum(m["source_image"] == gone["source_image"] for m in manifest)  # samples sharing that image
+        assert leaked["n_duplicates_dropped"] == before["n_duplicates_dropped"] + n_gone
+        assert sum(leaked["split_sizes"].values()) == sum(before["split_sizes"].values()) - n_gone
+        assert kept["id"] in after and gone["id"] not in after
+        new_notes = [d for d in leaked["duplicates_dropped"] if d not in before["duplicates_dropped"]]
+        assert len(new_notes) == n_gone and all(gone["source_image"] in d for d in new_notes)
+    else:  # the two groups become one: same split, nothing lost
+        assert leaked["n_duplicates_dropped"] == 0 and sum(leaked["split_sizes"].values()) == fx.n_samples
+        assert after[test_row["id"]]["split"] == after[train_row["id"]]["split"]
+        merged = min(test_row["group"], train_row["group"])
+        assert after[test_row["id"]]["group"] == after[train_row["id"]]["group"] == merged
+        assert sorted([test_row["group"], train_row["group"]]) in [sorted(m) for m in leaked["groups_merged"].values()]
+
+
+def test_dataset_readers_decode_every_mask(pipeline):
+    """Every 2-D row's mask, whatever its encoding (1-bit, RGB, RGBA, JPEG-noisy, anti-aliased), is the drawn one."""
+    name, fx, info, index, prep, meta = pipeline
+    for r in read_csv(index / "samples.csv"):
+        if r.get("label"):
+            continue  # NIfTI frames: compared in test_dataset_pipeline
+        truth = fx.truth[r["id"]]
+        mask = load_mask(index, r["mask"], r.get("mask_rule") or "", truth.shape)
+        if name in JPEG_MASKS:
+            assert (mask.astype(bool) & truth.astype(bool)).sum() / (mask.astype(bool) | truth.astype(bool)).sum() > 0.9
+        else:
+            assert np.array_equal(mask, truth), r["id"]
+
+
+def _members(fx) -> dict[str, bytes]:
+    out = {}
+    for a in fx.archives:
+        with zipfile.ZipFile(a) as zf:
+            out.update({n: zf.read(n) for n in zf.namelist()})
+    return out
 
 
 def test_dataset_specific_layouts(pipeline):
     name, fx, info, index, prep, meta = pipeline
     manifest = read_csv(prep / "manifest.csv")
     rows = read_csv(index / "samples.csv")
-    if name == "busi":  # stratified by class: 8/1/1 of each class
+    if name == "busi":  # stratified by class (a merged group counts in its first row's class)
         for cls in ("benign", "malignant", "normal"):
-            counts = [sum(m["split"] == s and m["id"].startswith(cls) for m in manifest) for s in SPLITS]
-            assert counts == [8, 1, 1], (cls, counts)
+            stratum = [m for m in manifest if m["group"].startswith(cls)]
+            counts = [sum(m["split"] == s for m in stratum) for s in SPLITS]
+            assert all(abs(c - f * len(stratum)) <= 2 for c, f in zip(counts, (0.8, 0.1, 0.1))), (cls, counts)
         assert {r["mask_rule"] for r in rows if r["id"] == "normal_0010"} == {"empty"}
         assert sum(";" in r["mask"] for r in rows) == 6  # every third tumour image has 2 masks
         assert {m["p3"] for m in manifest if m["id"].startswith("normal")} == {"no breast tumor."}
-    elif name == "camus":  # official patient split, one sample per structure, view and phase in p4
+        modes = {Image.open(io.BytesIO(b)).mode for n, b in _members(fx).items() if "_mask" in n}
+        assert modes == {"1", "L", "RGB", "RGBA"}
+    elif name == "bkai":
+        heights = {int(m["orig_h"]) for m in manifest}
+        assert min(heights) == 959 and max(heights) == 1024 and {int(m["orig_w"]) for m in manifest} == {1280}
+        masks = [np.asarray(Image.open(io.BytesIO(b)).convert("RGB")) for n, b in _members(fx).items()
+                 if n.startswith("train_gt/")]
+        both = sum(bool((m[..., 0] > 127).any() and (m[..., 1] > 127).any()) for m in masks)
+        assert 0 < both < len(masks)
+        noisy = masks[0][(masks[0].max(-1) > 0) & (masks[0].max(-1) < 255)]
+        assert noisy.size > 0  # JPEG fringes: values neither 0 nor 255
+        assert all(r["image"].endswith(".jpeg") for r in rows)
+    elif name == "clinicdb":  # grouped by video sequence, PNGs only (the TIFs are unreadable)
+        assert {r["group"] for r in rows} == {f"seq{sequence_of(int(r['id'].split('_')[1])):02d}" for r in rows}
+        assert len({r["group"] for r in rows}) == 11 and len(rows) == 15
+        tif = next(Path(info["root"]).rglob("TIF/Original/1.tif"))
+        with pytest.raises(Image.UnidentifiedImageError):
+            Image.open(tif)
+        assert all(r["image"].endswith(".png") for r in rows)
+        grey = {int(v) for n, b in _members(fx).items() if n.startswith("PNG/Ground Truth/")
+                for v in np.unique(np.asarray(Image.open(io.BytesIO(b))))}
+        assert Image.open(tif.parents[2] / "PNG" / "Ground Truth" / "1.png").mode == "RGB" and len(grey - {0, 255}) > 10
+    elif name == "kvasir":
+        assert {Image.open(p).mode for p in Path(info["root"]).rglob("Kvasir-SEG/masks/*.jpg")} == {"RGB"}
+        assert next(Path(info["root"]).rglob("kavsir_bboxes.json")).is_file() and len(rows) == fx.n_samples
+    elif name == "camus":  # official patient split (separate zip), one sample per structure, view and phase in p4
         split_lists = {s: f"subgroup_{n}.txt" for s, n in (("train", "training"), ("val", "validation"),
                                                            ("test", "testing"))}
         root = Path(info["root"])
+        assert [f["name"] for f in info["files"]] == ["CAMUS_public.zip", "database_split.zip"]
         for split, fname in split_lists.items():
             patients = set(next(root.rglob(fname)).read_text().split())
             assert {m["group"] for m in manifest if m["split"] == split} == patients
         m = next(m for m in manifest if m["id"] == "patient0001_4CH_ES_3")
         assert m["p1"] == "left atrium." and m["p4"].endswith("Four-chamber view at end-systole.")
-        assert not any(r["image"].endswith("half_sequence.nii.gz") for r in rows)
+        assert not any("half_sequence" in r["image"] or "Info_" in r["image"] for r in rows)
+        assert len(list(root.rglob("MANDATORY_CITATION.md"))) == 3 and len(list(root.rglob("Info_2CH.cfg"))) == 6
     elif name == "chexlocalize":
         assert {m["p4"].rsplit(". ", 1)[-1] for m in manifest} == {"Frontal view.", "Lateral view."}
         assert all(m["group"] == m["id"].split("_")[0] for m in manifest)
+        assert "airspace opacity." in {m["p1"] for m in manifest}
+        assert {Path(r["image"]).parts[-4] for r in rows} == {"val", "test"}
     elif name in ("voc2012", "cityscapes"):  # official val = our test; validation carved from train
         official_val = {r["group"] for r in rows if r["split"] == "test"}
         assert {m["group"] for m in manifest if m["split"] == "test"} == official_val
         assert not official_val & {m["group"] for m in manifest if m["split"] == "val"}
     elif name == "isic2016":
         assert {m["id"] for m in manifest if m["split"] == "test"} == {f"ISIC_{k:07d}" for k in range(10, 14)}
+
+
+def _index_of(name: str, tmp_path: Path, **build) -> tuple[object, Path, Path]:
+    """Build a fixture variant, obtain and index it: (fixture, extracted root, index dir)."""
+    fx = BUILDERS[name](tmp_path / "release", **build)
+    info = obtain(name, tmp_path / "raw", archive=str(tmp_path / "release"))
+    index_dataset(name, info["root"], tmp_path / "index")
+    return fx, Path(info["root"]), tmp_path / "index"
+
+
+def test_clinicdb_sequences_from_metadata_or_the_frame_table(tmp_path):
+    assert [sequence_of(f) for f in (1, 25, 26, 50, 51, 67, 68, 205, 206, 591, 592, 612)] == \
+        [1, 1, 2, 2, 3, 3, 4, 10, 11, 28, 29, 29]
+    with pytest.raises(ValueError, match="frames 1-612, not 613"):
+        sequence_of(613)
+    fx, root, index = _index_of("clinicdb", tmp_path / "table", metadata=False)  # no metadata.csv: the table
+    assert {r["id"]: r["group"] for r in read_csv(index / "samples.csv")} == fx.groups
+    # metadata.csv, when present, decides: here it puts frames 1-3 and 26-27 into one sequence 7
+    fx, root, index = _index_of("clinicdb", tmp_path / "meta")
+    meta_csv = next(root.rglob("metadata.csv"))
+    lines = meta_csv.read_text().splitlines()
+    lines = [ln.rsplit(",", 1)[0] + ",7" if ln.split(",")[0].split("/")[-1] in {"1.png", "2.png", "3.png", "26.png",
+                                                                                  "27.png"} else ln for ln in lines]
+    meta_csv.write_text("\n".join(lines) + "\n")
+    info_root = root
+    index_dataset("clinicdb", info_root, tmp_path / "index2")
+    groups = {r["id"]: r["group"] for r in read_csv(tmp_path / "index2" / "samples.csv")}
+    assert {groups[f"clinicdb_{i}"] for i in (1, 2, 3, 26, 27)} == {"seq07"} and groups["clinicdb_51"] == "seq03"
+    meta_csv.write_text("png_image_path,sequence_id\nPNG/Original/1.png,1\n")
+    with pytest.raises(ValueError, match=r"PNG/Original/\d+\.png is not listed in .*metadata\.csv"):
+        index_dataset("clinicdb", info_root, tmp_path / "index3")
+    meta_csv.unlink()
+    (next(root.rglob("PNG/Original")) / "1.png").rename(next(root.rglob("PNG/Original")) / "first.png")
+    (next(root.rglob("PNG/Ground Truth")) / "1.png").rename(next(root.rglob("PNG/Ground Truth")) / "first.png")
+    with pytest.raises(ValueError, match=r"cannot place .*first\.png in a video sequence"):
+        index_dataset("clinicdb", info_root, tmp_path / "index4")
+
+
+@pytest.mark.parametrize("parts", [("val",), ("test",)])
+def test_chexlocalize_one_part_only(tmp_path, parts, caplog):
+    fx, root, index = _index_of("chexlocalize", tmp_path, parts=parts)
+    assert "only %s annotations found" % parts[0] in caplog.text or f"only {parts[0]} annotations" in caplog.text
+    rows = read_csv(index / "samples.csv")
+    assert {r["id"] for r in rows} == set(fx.truth) and {Path(r["image"]).parts[-4] for r in rows} == set(parts)
+    meta = prepare_dataset(index, tmp_path / "prep", size=16, **prepare_settings({"source": "chexlocalize"}))
+    assert sum(meta["split_sizes"].values()) == len(fx.truth) and min(meta["split_sizes"].values()) > 0
+    manifest = read_csv(tmp_path / "prep" / "manifest.csv")
+    patients = {}
+    for m in manifest:
+        patients.setdefault(m["group"], set()).add(m["split"])
+    assert len(patients) == 10 and all(len(s) == 1 for s in patients.values())
+
+
+def test_chexlocalize_real_format_facts(tmp_path):
+    fx, root, index = _index_of("chexlocalize", tmp_path)
+    path = next(root.rglob("gt_annotations_val.json"))
+    annotations = json.loads(path.read_text())
+    cxr = "patient64541_study1_view1_frontal"
+    annotations[cxr]["Lung Opacity"] = annotations[cxr].pop("Airspace Opacity")  # the CheXpert header's name
+    path.write_text(json.dumps(annotations))
+    rows = {r["id"]: r for r in (index_dataset("chexlocalize", root, tmp_path / "i2") and
+                                 read_csv(tmp_path / "i2" / "samples.csv"))}
+    assert rows[f"{cxr}_airspace_opacity"]["phrase"] == "airspace opacity"
+    polygons = json.loads((tmp_path / "i2" / rows[f"{cxr}_airspace_opacity"]["mask"]).read_text())
+    assert polygons["size"] == [H, W]  # img_size is (height, width)
+    annotations[cxr]["Pneumonia"] = [[[1, 1], [5, 1], [5, 5]]]
+    path.write_text(json.dumps(annotations))
+    with pytest.raises(ValueError, match=r"gt_annotations_val\.json: .* unknown pathology 'Pneumonia'"):
+        index_dataset("chexlocalize", root, tmp_path / "i3")
+    for p in root.rglob("gt_annotations_*.json"):
+        p.unlink()
+    with pytest.raises(ValueError, match="neither gt_annotations_val.json nor gt_annotations_test.json"):
+        index_dataset("chexlocalize", root, tmp_path / "i4")
+
+
+def test_camus_without_the_split_zip(tmp_path, caplog):
+    fx, root, index = _index_of("camus", tmp_path, n=10, split_zip=False)
+    assert "no database_split/" in caplog.text
+    rows = read_csv(index / "samples.csv")
+    assert {r["split"] for r in rows} == {""}
+    meta = prepare_dataset(index, tmp_path / "prep", size=16, **prepare_settings({"source": "camus"}))
+    manifest = read_csv(tmp_path / "prep" / "manifest.csv")
+    by_patient = {}
+    for m in manifest:
+        by_patient.setdefault(m["group"], set()).add(m["split"])
+    assert len(by_patient) == 10 and all(len(s) == 1 for s in by_patient.values())
+    assert meta["split_sizes"] == {"train": 96, "val": 12, "test": 12}  # seeded 80/10/10 of whole patients (12 samples)
+
+
+# ---------------------------------------------------------------- published splits (medvlsm anns/*.json)
+
+
+def _write_anns(folder: Path, records: dict[str, list[dict]]) -> Path:
+    (folder / "anns").mkdir(parents=True)
+    for split, recs in records.items():
+        (folder / "anns" / f"{split}.json").write_text(json.dumps(recs))
+    return folder
+
+
+def test_published_splits_and_prompts(pipeline, tmp_path):
+    """medvlsm-style annotation files decide the split and the prompts; the leak audit still reports."""
+    name, fx, info, index, prep, meta = pipeline
+    ids = sorted(fx.truth)
+    if medvlsm_names(name, ids[0]) is None:  # no published files for this dataset; by image name is ambiguous
+        records = [{"img_name": Path(fx.image_of[ids[0]]).name, "mask_name": "x.png", "prompts": {"p0": ""}}]
+        folder = _write_anns(tmp_path / "anns_src", {s: records for s in SPLITS})
+        with pytest.raises(ValueError, match="samples share this image .*needs a published_id rule"):
+            prepare_dataset(index, tmp_path / "pub", size=16, **prepare_settings({"source": name,
+                                                                                  "annotations": str(folder)}))
+        return
+    split_of = {sid: ("train", "train", "train", "val", "test")[i % 5] for i, sid in enumerate(ids)}
+    for a, b in fx.duplicates:  # the release's copies in different published splits: a leak to report
+        split_of[a], split_of[b] = "train", "test"
+    unlisted, twice = ids[1], ids[2]
+    records = {s: [] for s in SPLITS}
+    for sid in ids:
+        if sid == unlisted:
+            continue
+        img, mask = medvlsm_names(name, sid)
+        rec = {"bbox": [0, 0, 1, 1], "cat": 0, "segment_id": sid, "img_name": img, "mask_name": mask,
+               "prompts": {"p0": "", "p1": f"{sid} published", "p2": [f"{sid} first.", f"{sid} second"],
+                           "p10": "ten"}}
+        records[split_of[sid]].append(rec)
+        if sid == twice:
+            records["test"].append(rec)
+    folder = _write_anns(tmp_path / "medvlsm" / name, records)
+    settings = prepare_settings({"source": name, "annotations": str(folder)})
+    assert annotation_files({"annotations": str(folder)}) == [str(folder / "anns" / f"{s}.json") for s in SPLITS]
+    meta = prepare_dataset(index, tmp_path / "pub", size=16, **settings)
+    manifest = read_csv(tmp_path / "pub" / "manifest.csv")
+    first_split, split_of[twice] = split_of[twice], "test"  # listed twice: kept in the most held-out split
+    assert {m["id"]: m["split"] for m in manifest} == {sid: s for sid, s in split_of.items() if sid != unlisted}
+    assert list(manifest[0])[-4:] == ["p0", "p1", "p2", "p10"] and meta["prompt_keys"] == ["p0", "p1", "p2", "p10"]
+    for m in manifest:  # lists keep their first phrasing; a final "." is added
+        assert (m["p0"], m["p1"], m["p2"], m["p10"]) == ("", f"{m['id']} published.", f"{m['id']} first.", "ten.")
+    pub = meta["published"]
+    assert pub["n_unlisted"] == 1 and pub["records"] == {s: len(r) for s, r in records.items()}
+    assert pub["listed_twice"] == [{"id": twice, "listed_in": [first_split, "test"], "kept_in": "test"}]
+    assert len(pub["leaks"]) == len(fx.duplicates)  # reported, not moved
+    for (a, b), leak in zip(sorted(fx.duplicates, key=lambda p: p[1]), sorted(pub["leaks"])):
+        assert leak.startswith(f"{b} (") and f"duplicates {a} (" in leak
+    assert PreparedSplit(tmp_path / "pub", "test", prompt_key="p10").prompts[0] == "ten."
+    if fx.duplicates:  # fail still refuses a published split with a leak
+        with pytest.raises(ValueError, match="split leak"):
+            prepare_dataset(index, tmp_path / "pub2", size=16, **{**settings, "leak_policy": "fail"})
+    # another dataset's annotation file: no record matches, the file is named
+    other = "clinicdb" if name != "clinicdb" else "kvasir"
+    wrong = [{"img_name": "9999.png" if other == "clinicdb" else "cju9999.jpg", "mask_name": "m.png",
+              "prompts": {"p0": ""}}]
+    folder = _write_anns(tmp_path / "wrong", {s: wrong for s in SPLITS})
+    with pytest.raises(ValueError, match=r"wrong/anns/train\.json: 1 of 1 records match no sample"):
+        prepare_dataset(index, tmp_path / "pub3", size=16, **prepare_settings({"source": name,
+                                                                               "annotations": str(folder)}))
+
+
+def test_published_ids_of_real_medvlsm_names():
+    """Record -> sample id on names as the medvlsm files spell them (data/<dataset>/anns/test.json)."""
+    from tunevlseg.data.sources import busi, camus, chexlocalize
+
+    assert busi.published_id({"img_name": "102_malignant.png"}) == "malignant_0102"
+    assert camus.published_id({"img_name": "patient0001_2CH_ED.png",
+                               "mask_name": "mask_2/patient0001_2CH_ED_gt.png"}) == "patient0001_2CH_ED_2"
+    assert chexlocalize.published_id({"img_name": "patient64832_study1_view2_lateral.jpg",
+                                      "mask_name": "patient64832_study1_view2_lateral_airspace_opacity.png"}) == \
+        "patient64832_study1_view2_lateral_airspace_opacity"
 
 
 # ---------------------------------------------------------------- bad input
@@ -382,6 +656,91 @@ def test_bad_images_and_masks_name_the_file(tmp_path):
     with pytest.raises(ValueError, match=r"100005\.png is not binary: values \[77\]"):
         prepare_dataset(tmp_path / "index", tmp_path / "prep", size=16)
     assert not (tmp_path / "prep").exists()
+
+
+def test_threshold_mask_without_a_clear_pixel_is_refused(tmp_path):
+    """A Kvasir-style mask uniformly 128 (or all within 16 of 127) used to become all foreground."""
+    kfx = BUILDERS["kvasir"](tmp_path / "k")
+    info = obtain("kvasir", tmp_path / "raw", archive=str(kfx.archives[0]))
+    index_dataset("kvasir", info["root"], tmp_path / "kindex")
+    mask = next(Path(info["root"]).rglob("Kvasir-SEG/masks/*.jpg"))
+    Image.fromarray(np.full((H, W, 3), 128, np.uint8)).save(mask, "JPEG", quality=75)
+    with pytest.raises(ValueError, match=rf"mask {mask}: every value lies in \[128, 128\], within 16 of the "
+                                         rf"threshold 127: no pixel is clearly foreground or background"):
+        prepare_dataset(tmp_path / "kindex", tmp_path / "kprep", size=16, **prepare_settings({"source": "kvasir"}))
+    assert not (tmp_path / "kprep").exists()
+    for values, ok in (((111, 143), False), ((110, 143), True), ((111, 144), True), ((0, 128), True)):
+        Image.fromarray(np.array([[values[0], values[1]] * (W // 2)] * H, np.uint8)).save(mask.with_suffix(".png"))
+        if ok:
+            assert load_mask(mask.parent, mask.with_suffix(".png").name, "threshold:127", (H, W)).shape == (H, W)
+        else:
+            with pytest.raises(ValueError, match=r"every value lies in \[111, 143\]"):
+                load_mask(mask.parent, mask.with_suffix(".png").name, "threshold:127", (H, W))
+    rgb = np.zeros((H, W, 3), np.uint8)
+    rgb[..., 0] = 120  # a BKAI-style mask whose red and green are all near the threshold
+    Image.fromarray(rgb).save(mask.with_suffix(".rgb.png"))
+    with pytest.raises(ValueError, match=r"every value lies in \[120, 120\]"):
+        load_mask(mask.parent, mask.with_suffix(".rgb.png").name, "channels:127:0,1", (H, W))
+
+
+def test_obtain_verifies_present_archives_every_run(tmp_path, serve, monkeypatch):
+    # gated: a <file>.sha256 beside the archive, or the registry's value, is checked on every run
+    fx = BUILDERS["busi"](tmp_path / "raw" / "busi")
+    archive = fx.archives[0]
+    digest = hashlib.sha256(archive.read_bytes()).hexdigest()
+    assert obtain("busi", tmp_path / "raw")["files"][0]["sha256"] == digest
+    record = archive.with_name("archive.zip.sha256")
+    record.write_text("0" * 64 + "  archive.zip\n")
+    with pytest.raises(ValueError, match=rf"archive\.zip: sha256 {digest} does not match 0{{64}} recorded in "
+                                         rf"{record}"):
+        obtain("busi", tmp_path / "raw")
+    record.write_text(digest + "\n")
+    assert obtain("busi", tmp_path / "raw")["files"][0]["sha256"] == digest
+    spec = registry.REGISTRY["busi"]
+    monkeypatch.setitem(registry.REGISTRY, "busi", dataclasses.replace(
+        spec, files=(dataclasses.replace(spec.files[0], sha256="f" * 64),)))
+    with pytest.raises(ValueError, match="does not match f{64} recorded in the registry"):
+        obtain("busi", tmp_path / "raw")
+    monkeypatch.setitem(registry.REGISTRY, "busi", spec)
+    # a gated archive replaced at the same path (no record): extracted again, the receipt has the new hash
+    record.unlink()
+    root = Path(obtain("busi", tmp_path / "raw")["root"])
+    BUILDERS["busi"](tmp_path / "newer", seed=99)
+    shutil.copy(tmp_path / "newer" / "archive.zip", archive)
+    info = obtain("busi", tmp_path / "raw")
+    assert info["files"][0]["sha256"] == hashlib.sha256(archive.read_bytes()).hexdigest() != digest
+    assert (root / "archive.sha256").read_text().strip() == info["files"][0]["sha256"]
+    # direct: the recorded sha256 of an earlier download is checked even when the file is already there
+    add, _ = serve
+    kfx = BUILDERS["kvasir"](tmp_path / "k")
+    url = add("kvasir-seg.zip", kfx.archives[0].read_bytes())
+    kspec = registry.REGISTRY["kvasir"]
+    monkeypatch.setitem(registry.REGISTRY, "kvasir", dataclasses.replace(
+        kspec, files=(dataclasses.replace(kspec.files[0], url=url, sha256=None),)))
+    obtain("kvasir", tmp_path / "raw")
+    downloaded = tmp_path / "raw" / "kvasir" / "kvasir-seg.zip"
+    assert (downloaded.parent / "kvasir-seg.zip.sha256").is_file()  # trust on first use
+    downloaded.write_bytes(downloaded.read_bytes() + b"tampered")
+    with pytest.raises(ValueError, match=r"kvasir-seg\.zip: sha256 .* does not match .* recorded in .*kvasir-seg\.zip\.sha256"):
+        obtain("kvasir", tmp_path / "raw")
+
+
+def test_release_files_are_the_obtain_rule_inputs(tmp_path):
+    raw = tmp_path / "raw"
+    assert release_files({"source": "busi"}, raw) == []  # missing: obtain reports it with the instructions
+    fx = BUILDERS["busi"](raw / "busi")
+    assert release_files({"source": "busi"}, raw) == [str(fx.archives[0])]
+    assert release_files({"source": "busi", "archive": str(fx.archives[0])}, tmp_path / "elsewhere") == \
+        [str(fx.archives[0])]
+    assert release_files({"source": "busi", "archive": str(tmp_path / "nowhere.zip")}, raw) == []
+    extracted = Path(obtain("busi", raw)["root"])
+    assert release_files({"source": "busi", "archive": str(extracted)}, raw) == []  # an extracted copy
+    cfx = BUILDERS["camus"](raw / "camus")
+    assert release_files({"source": "camus"}, raw) == [str(a) for a in cfx.archives]  # + the optional split zip
+    (raw / "camus" / "database_split.zip").unlink()
+    assert release_files({"source": "camus"}, raw) == [str(cfx.archives[0])]
+    assert release_files({"source": "kvasir"}, raw) == [] and release_files({"source": "synthetic"}, raw) == []
+    assert annotation_files({"source": "busi"}) == []
 
 
 def test_empty_wrong_and_unsafe_archives(tmp_path):
@@ -443,8 +802,8 @@ def test_status_lines_and_cli(tmp_path, capsys):
     assert lines[0] == (f"camus (camus): prepared: 352px train/val/test 48/12/12 manifest "
                         f"{manifest_hash(results / 'prepared' / 'camus' / '352')[:12]}")
     assert meta["split_sizes"] == {"train": 48, "val": 12, "test": 12} and len(fx.truth) == 72
-    digest = hashlib.sha256(fx.archives[0].read_bytes()).hexdigest()
-    assert [f["sha256"] for f in meta["index"]["files"]] == [digest]  # provenance of the release
+    digests = [hashlib.sha256(a.read_bytes()).hexdigest() for a in fx.archives]  # CAMUS_public + database_split
+    assert [f["sha256"] for f in meta["index"]["files"]] == digests  # provenance of the release
     assert lines[1].startswith("kvasir (kvasir): missing")
     # a gated dataset whose archive is missing: one clear line, exit 1
     assert cli_main(["data", "obtain", "--source", "busi", "--raw-dir", str(raw), "--out", str(tmp_path / "r.json")]) == 1
@@ -458,8 +817,11 @@ def test_prepare_settings_defaults():
     assert prepare_settings({"source": "synthetic", "split_seed": 3}) == {"split_fractions": [0.7, 0.15, 0.15], "seed": 3}
     s = prepare_settings({"source": "camus"})
     assert s == {"split_fractions": [0.8, 0.1, 0.1], "window": [0, 255], "seed": 0}
-    s = prepare_settings({"source": "isic2016", "split_fractions": [0.8, 0.2, 0.0], "leak_policy": "drop"})
-    assert s == {"split_fractions": [0.8, 0.2, 0.0], "val_fraction": 0.1, "seed": 0, "drop_duplicates": True}
+    s = prepare_settings({"source": "isic2016", "split_fractions": [0.8, 0.2, 0.0], "leak_policy": "drop",
+                          "annotations": "/data/isic"})
+    assert s == {"split_fractions": [0.8, 0.2, 0.0], "val_fraction": 0.1, "seed": 0, "leak_policy": "drop",
+                 "annotations": "/data/isic"}
+    assert set(s) <= set(inspect.signature(prepare_dataset).parameters)
     with pytest.raises(KeyError, match="unknown dataset source 'nope'"):
         prepare_settings({"source": "nope"})
 

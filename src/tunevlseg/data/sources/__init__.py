@@ -1,1 +1,1 @@
-"""One module per real dataset: its :class:`~tunevlseg.data.registry.DatasetSpec` and raw reader."""
+"""One module per real dataset: its :class:`~tunevlseg.data.spec.DatasetSpec` and raw reader."""

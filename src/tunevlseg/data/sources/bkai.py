@@ -4,14 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tunevlseg.data.registry import DatasetSpec, SourceFile
+from tunevlseg.data.spec import DatasetSpec, SourceFile
 from tunevlseg.data.sources.common import paired_rows
 
 
 def index(root: Path, out: Path, workers: int = 1) -> list[dict]:
     """Rows for ``train/train/<id>.jpeg`` + ``train_gt/train_gt/<id>.jpeg`` (the test set has no masks).
 
-    JPEG masks: a channel > 127 counts, so compression fringes do not add a third colour.
+    Masks are noisy RGB JPEGs (heights 959-1024) with red = neoplastic and
+    green = non-neoplastic, some with both: the polyp is red ∪ green, a
+    channel > 127 counts, so compression fringes do not add a third colour.
+    A few training images are pixel-identical copies: ``prepare`` groups them.
     """
     return paired_rows(root, "train/train", "train_gt/train_gt", "BKAI-IGH NeoPolyp",
                        image_suffixes=(".jpeg", ".jpg", ".png"), phrase="polyp", id_prefix="bkai_",

@@ -5,17 +5,21 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from tunevlseg.data.registry import DatasetSpec, SourceFile
+from tunevlseg.data.spec import DatasetSpec, SourceFile
 from tunevlseg.data.sources.common import find_dir, require
 
 CLASSES = ("benign", "malignant", "normal")
 _IMAGE = re.compile(r"^(benign|malignant|normal) \((\d+)\)\.png$")
+_PUBLISHED = re.compile(r"^(\d+)_(benign|malignant|normal)\.png$")  # medvlsm renames "benign (103).png" to 103_benign.png
 
 
 def index(root: Path, out: Path, workers: int = 1) -> list[dict]:
     """Rows for ``Dataset_BUSI_with_GT/<class>/<class> (<n>).png``; every ``<class> (<n>)_mask*.png`` is OR-merged.
 
+    Masks come as 8-bit grey, 1-bit, RGB and RGBA (alpha 255) PNGs, all {0, 255}.
     "normal" images keep their (empty) mask, or an empty one when the file is absent.
+    Some images are pixel-identical across classes (e.g. benign (433) and
+    malignant (145), with different masks): ``prepare`` groups them.
     """
     base = find_dir(root, "Dataset_BUSI_with_GT", "BUSI")
     rows = []
@@ -37,6 +41,12 @@ def index(root: Path, out: Path, workers: int = 1) -> list[dict]:
     return require(rows, base, "BUSI images")
 
 
+def published_id(record: dict) -> str | None:
+    """``103_benign.png`` (medvlsm) -> ``benign_0103``."""
+    m = _PUBLISHED.match(record["img_name"])
+    return f"{m.group(2)}_{int(m.group(1)):04d}" if m else None
+
+
 SPEC = DatasetSpec(
     id="busi",
     title="BUSI (Breast Ultrasound Images)",
@@ -48,4 +58,5 @@ SPEC = DatasetSpec(
     phrases="breast tumor",
     split_rule="seeded 80/10/10 stratified by class (benign/malignant/normal)",
     index=index,
+    published_id=published_id,
 )

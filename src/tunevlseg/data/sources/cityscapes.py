@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tunevlseg.data.registry import DatasetSpec, SourceFile
+from tunevlseg.data.spec import DatasetSpec, SourceFile
 from tunevlseg.data.sources.common import find_dir, present_labels, require
 
 # labelId -> name for the 19 evaluation classes (cityscapesScripts labels.py, trainId 0..18)

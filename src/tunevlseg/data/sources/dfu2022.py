@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tunevlseg.data.registry import DatasetSpec, SourceFile
+from tunevlseg.data.spec import DatasetSpec, SourceFile
 from tunevlseg.data.sources.common import paired_rows
 
 

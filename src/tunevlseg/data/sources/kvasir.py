@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tunevlseg.data.registry import DatasetSpec, SourceFile
+from tunevlseg.data.spec import DatasetSpec, SourceFile
 from tunevlseg.data.sources.common import paired_rows
 
 
 def index(root: Path, out: Path, workers: int = 1) -> list[dict]:
-    """Rows for ``Kvasir-SEG/images/<id>.jpg`` + ``Kvasir-SEG/masks/<id>.jpg``."""
+    """Rows for ``Kvasir-SEG/images/<id>.jpg`` + ``Kvasir-SEG/masks/<id>.jpg`` (RGB JPEG masks, grey > 127).
+
+    ``kavsir_bboxes.json`` beside the folders (boxes per image) is not used.
+    """
     return paired_rows(root, "Kvasir-SEG/images", "Kvasir-SEG/masks", "Kvasir-SEG", image_suffixes=(".jpg", ".jpeg", ".png"),
                        phrase="polyp", mask_rule="threshold:127")
 
