@@ -284,7 +284,8 @@ def test_paths_with_spaces_are_quoted_in_every_job(tmp_path):
     write_config(tmp_path, cfg)
     out = snakemake(tmp_path, "-n", "-p", "all", "report_partial", timeout=120)
     assert out.returncode == 0, out.stderr[-3000:]
-    commands = [line.strip() for line in (out.stdout + out.stderr).splitlines() if line.strip().startswith("tunevlseg ")]
+    lines = [line.strip().removeprefix("Shell command:").strip() for line in (out.stdout + out.stderr).splitlines()]
+    commands = [line for line in lines if line.startswith("tunevlseg ")]
     rules = {c.split()[1] for c in commands}
     assert {"synth", "prepare", "pretrain", "tune", "retrain", "aggregate", "report"} <= rules, rules
     for command in commands:  # every path under the results folder is one quoted word

@@ -121,3 +121,24 @@ def test_check_config_command_checks_every_file(tmp_path, capsys):
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump(bad))
     assert main(["check-config", str(tmp_path / "bad.yaml")]) == 1
     assert "bad.yaml: methods.vpt.search: unknown hyper-parameter(s) ['weight_decy']" in capsys.readouterr().err
+
+
+def _undescribed(node: dict, path: str = "") -> list[str]:
+    """Keys of a schema node without a description (allOf overlays refine a described $ref: not keys)."""
+    missing = []
+    for key, sub in (node.get("properties") or {}).items():
+        where = f"{path}.{key}" if path else key
+        if isinstance(sub, dict):
+            if "description" not in sub and "$ref" not in sub:
+                missing.append(where)
+            missing += _undescribed(sub, where)
+    extra = node.get("additionalProperties")
+    if isinstance(extra, dict):
+        missing += _undescribed(extra, f"{path}.<name>")
+    return missing
+
+
+def test_every_schema_key_has_a_description():
+    schema = yaml.safe_load((Path(__file__).parents[2] / "workflow/schemas/config.schema.yaml").read_text())
+    missing = _undescribed(schema) + [m for name, d in schema["$defs"].items() for m in _undescribed(d, f"$defs.{name}")]
+    assert not missing, missing
