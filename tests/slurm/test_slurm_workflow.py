@@ -65,7 +65,9 @@ SMALL_NODE = ["--default-resources", "mem_mb=1000", "runtime=30", "cpus_per_task
               "--set-resources", "tune:gpu=1", "tune:mem_mb=2000", "tune:cpus_per_task=1",
               "tune_worker:gpu=1", "tune_worker:mem_mb=2000", "tune_worker:cpus_per_task=1",
               "pretrain_standin:gpu=1", "pretrain_standin:mem_mb=2000", "pretrain_standin:cpus_per_task=1",
-              "--set-threads", "tune=1", "tune_worker=1", "prepare=1", "pretrain_standin=1"]
+              "retrain:gpu=1", "retrain:mem_mb=2000", "retrain:cpus_per_task=1",
+              "--set-threads", "tune=1", "tune_worker=1", "retrain=1", "prepare=1", "pretrain_standin=1"]
+TRAINING_RULES = ("tune", "tune_worker", "retrain", "pretrain_standin")
 
 
 def run_snakemake(workdir: Path, *args: str, timeout: int = TIMEOUT) -> subprocess.CompletedProcess:
@@ -156,6 +158,7 @@ def test_every_job_went_through_slurm_with_its_resources(slurm_run):
     # coop only (zeroshot has no study): K workers + the retry of the preempted one
     assert len(logs.get("tune_worker", [])) == cfg["tuning"]["workers_per_cell"] + 1
     assert len(logs.get("pretrain_standin", [])) == 1 and len(logs.get("aggregate", [])) == 1
+    assert len(logs.get("retrain", [])) == cfg["tuning"]["final_seeds"] - 1  # coop's seed replicates
     assert len(logs.get("synth", [])) == 2 and len(logs.get("prepare", [])) == 2  # shapes + tissue
     for rule, paths in logs.items():
         for path in paths:
@@ -166,7 +169,7 @@ def test_every_job_went_through_slurm_with_its_resources(slurm_run):
             assert info.returncode == 0, info.stderr
             state = "FAILED" if path.stem == preempted else "COMPLETED"
             assert f"JobState={state}" in info.stdout, (rule, info.stdout[:500])
-            if rule in ("tune", "tune_worker", "pretrain_standin"):
+            if rule in TRAINING_RULES:
                 assert "TresPerJob=gres:gpu:1" in info.stdout, (rule, info.stdout)
             else:
                 assert "gpu" not in info.stdout, (rule, info.stdout)
