@@ -21,7 +21,7 @@ def test_paper_preset_plans_80_cells_with_paper_settings(tmp_path):
     assert out.returncode == 0, text[-3000:]
     stats = text.split("Job stats:")[1].split("Reasons:")[0]
     jobs = {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", stats, re.M)}
-    assert jobs["tune"] == 80 and jobs["obtain"] == 10 and jobs["prepare"] == 20  # 10 datasets × 2 sizes
+    assert jobs["tune"] == 80 and jobs["retrain"] == 80 * 2 and jobs["obtain"] == 10 and jobs["prepare"] == 20  # 10 datasets × 2 sizes
     assert "synth" not in jobs and "pretrain_standin" not in jobs  # nothing of the demo leaks in
     settings = [json.loads(m.group(1)) for m in re.finditer(r"tunevlseg tune .*?--settings '(\{.*?\})'", text)]
     assert len(settings) == 80
@@ -30,5 +30,6 @@ def test_paper_preset_plans_80_cells_with_paper_settings(tmp_path):
                                                     "shared_separate")} | {("cris", "coop"), ("cris", "cocoop")}
     for (model, method), s in by_cell.items():
         assert s["n_trials"] == 20 and s["search"] == METHODS[method].search, (model, method)
+        assert s["fixed"] == METHODS[method].fixed, (model, method)  # the reference's semantics
     assert not (tmp_path / "results").exists()
     print(f"paper preset dry run: {seconds:.1f} s")  # target ≤ 10 s (shown with pytest -s)
