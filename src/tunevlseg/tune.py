@@ -47,12 +47,15 @@ from .models.registry import load_adapter as load_model_adapter
 from .prompts import build_learner, learner_class
 from .provenance import environment
 from .train.examples import save_examples
+from .train.pruning import EpochReporter, make_pruner
 from .train.loop import (TrainSettings, TrialFailed, evaluate_test, make_loss, pick_device, summarize_rows,
                          train_prompts, validate)
 
 log = logging.getLogger(__name__)
 #: Search keys that are not the learner's own hyper-parameters.
 NOT_LEARNER_KEYS = {*OPTIMISER_KEYS, DEPTH_KEY}
+#: States of a finished trial that count towards ``n_trials`` (a pruned trial is finished: train/pruning.py).
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 #: What a trial may legitimately fail with; the study records it as FAIL and goes on. Anything else
 #: (a programming error, a full disk) stops the job with its traceback and leaves the trial resumable.
 TRIAL_ERRORS = (TrialFailed, torch.OutOfMemoryError)
@@ -81,6 +84,9 @@ class CellSpec:
     device: str = "auto"
     storage: str | None = None  # None: journal file in the cell folder; else an Optuna storage URL
     max_trial_restarts: int = 2
+    pruner: str = "none"  # none | median | hyperband (tunevlseg.train.pruning)
+    pruner_startup_trials: int = 5
+    pruner_warmup_epochs: int = 2
 
     @classmethod
     def from_dict(cls, data: dict) -> "CellSpec":
@@ -131,7 +137,7 @@ def make_learner(spec: CellSpec, adapter, depth: int, hparams: dict):
 class CellRunner:
     """Runs and summarises the study of one cell in ``out_dir``."""
 
-    def __init__(self, spec: CellSpec, prepared_dir: Path, out_dir: Path):
+    def __init__(self, spec: CellSpec, prepared_dir: Path, out_dir: Path, features_dir: Path | None = None):
         self.spec = spec
         self.out_dir = Path(out_dir)
         self.files = CellFiles(str(self.out_dir))
@@ -141,7 +147,23 @@ class CellRunner:
         TrainSettings.from_dict(spec.training)  # fail now, not once per trial, on a bad key
         self.device = pick_device(spec.device)
         self.adapter = load_adapter(spec).to(self.device)
+        self.features = self._features(features_dir)
         self.ran: list[int] = []  # numbers of the trials this process finished (COMPLETE or FAIL)
+
+    def _features(self, folder: Path | None):
+        """The frozen-feature cache the workflow passed (``--features``), checked against this cell."""
+        if folder is None:
+            return None
+        from .features import FeatureCache
+
+        if not self.method.frozen_image_side:
+            raise ValueError(f"--features given for {self.spec.method}, whose image side is prompted or trained")
+        cache = FeatureCache(folder)
+        cache.check(self.spec.model, self.spec.weights, self.prepared_dir)
+        return cache
+
+    def _split_features(self, split: str):
+        return None if self.features is None else self.features.split(split)
 
     # ------------------------------------------------------------------ study
     def run(self, write_outputs: bool = True) -> pd.DataFrame:
@@ -164,8 +186,10 @@ class CellRunner:
     def _study(self) -> optuna.Study:
         direction = "minimize" if self.spec.objective == "last_val_loss" else "maximize"
         name = f"{self.spec.model}.{self.spec.method}.{self.spec.dataset}"
+        pruner = make_pruner(self.spec.pruner, TrainSettings.from_dict(self.spec.training).epochs,
+                             self.spec.pruner_startup_trials, self.spec.pruner_warmup_epochs)
         study = optuna.create_study(study_name=name, storage=open_storage(self.spec.storage, self.out_dir),
-                                    direction=direction, load_if_exists=True)
+                                    direction=direction, load_if_exists=True, pruner=pruner)
         self._reseed(study, 0)
         return study
 
@@ -194,7 +218,7 @@ class CellRunner:
     def _next_trial(self, study: optuna.Study, owner: ExitStack) -> optuna.Trial | None:
         """Under the study lock: adopt an interrupted trial, or start a new one if the budget allows."""
         trials = study.get_trials(deepcopy=False)
-        complete = sum(t.state == TrialState.COMPLETE for t in trials)
+        complete = sum(t.state in FINISHED for t in trials)
         failed = sum(t.state == TrialState.FAIL for t in trials)
         if complete >= self.spec.n_trials:
             return None
@@ -240,6 +264,8 @@ class CellRunner:
         except preempt.Preempted:
             trial.set_user_attr("preempted", True)
             raise
+        except optuna.TrialPruned:
+            study.tell(trial, state=TrialState.PRUNED)
         except Exception as err:
             if preempt.requested():  # an error caused by the stop signal (e.g. a killed DataLoader worker)
                 trial.set_user_attr("preempted", True)
@@ -269,9 +295,17 @@ class CellRunner:
         trial.set_user_attr("n_trainable", sum(p.numel() for p in learner.parameters()))
         files = self.files.trial(trial.number)
         result = train_prompts(adapter, learner, self.splits["train"], self.splits["val"], settings,
-                               files, self.device)
+                               files, self.device, features=self.features,
+                               on_epoch=EpochReporter(trial, self.spec.objective))
+        if result.pruned:  # recorded PRUNED with what it reached; no test evaluation
+            for key, value in {"val_dice": result.best_val_dice, "last_val_loss": result.last_val_loss,
+                               "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
+                               "duration_s": round(time.perf_counter() - started, 2)}.items():
+                trial.set_user_attr(key, value)
+            raise optuna.TrialPruned(f"pruned after epoch {result.history[-1]['epoch']}")
         rows = evaluate_test(adapter, learner, self.splits["test"], settings.batch_size, self.device,
-                             settings.amp, checkpoint=files.checkpoint)
+                             settings.amp, checkpoint=files.checkpoint, features=self._split_features("test"),
+                             workers=settings.num_workers)
         write_csv(files.test_metrics, pd.DataFrame(rows))
         # evaluate_test loaded best.pt into the learner: the report's qualitative panel shows these
         save_examples(adapter, learner, self.splits["test"], files.examples, device=self.device,
@@ -354,7 +388,8 @@ def trials_frame(study: optuna.Study, spec: CellSpec) -> pd.DataFrame:
                    test_dice_mean=attrs.get("test_dice_mean"), test_dice_std=attrs.get("test_dice_std"),
                    test_iou_mean=attrs.get("test_iou_mean"), test_iou_std=attrs.get("test_iou_std"),
                    n_test=attrs.get("n_test"), seed=attrs.get("seed"), duration_s=attrs.get("duration_s"),
-                   best_epoch=attrs.get("best_epoch"), n_trainable=attrs.get("n_trainable"))
+                   best_epoch=attrs.get("best_epoch"), epochs_run=attrs.get("epochs_run"),
+                   n_trainable=attrs.get("n_trainable"))
         for key, value in {**spec.fixed, **t.params}.items():
             if key not in NOT_LEARNER_KEYS:
                 row[f"param_{key}"] = value
