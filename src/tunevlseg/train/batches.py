@@ -160,8 +160,8 @@ def logits_of(adapter, learner, batch: DeviceBatch, text, forward=None, forward_
 
     ``forward`` / ``forward_frozen`` replace ``adapter.__call__`` / ``adapter.forward_frozen`` (e.g. compiled).
     """
-    forward = forward or adapter
-    forward_frozen = forward_frozen or adapter.forward_frozen
+    forward = adapter if forward is None else forward  # (a compiled module has no truth value)
+    forward_frozen = adapter.forward_frozen if forward_frozen is None else forward_frozen
     if batch.features is None:
         return forward(batch.images, text, learner)
     features = batch.features
