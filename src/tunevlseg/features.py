@@ -224,6 +224,11 @@ class FeatureSplit:
         row = self.rows[index]
         return tuple(torch.from_numpy(np.array(a[view, row])) for a in (*self.maps, self.pooled))
 
+    def read_batch(self, indices: np.ndarray, views: np.ndarray) -> tuple[torch.Tensor, ...]:
+        """(maps..., pooled) of samples ``indices`` in ``views`` (one read per array), batch first."""
+        rows = self.rows[indices]
+        return tuple(torch.from_numpy(a[views, rows]) for a in (*self.maps, self.pooled))
+
     def features(self, tensors, device, dtype=torch.float32) -> ImageFeatures:
         """Batched (maps..., pooled) → :class:`ImageFeatures` on ``device`` in ``dtype``."""
         moved = [t.to(device, non_blocking=True).to(dtype) for t in tensors]

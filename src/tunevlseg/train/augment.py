@@ -79,10 +79,10 @@ class Augment:
         """Augment a batch in place: ``images`` float (B, 3, H, W) in [0, 1], ``masks`` float (B, 1, H, W);
         ``params`` batched (``affine`` (B,) bool, ``theta`` (B, 2, 3), …) on any device. Only the rows
         whose flags are set are rewritten; returns the two tensors."""
-        masks = Augment.apply_masks(masks, params)
         rows = _rows(params["affine"])
         if rows is not None:
-            grid = _grid(params["theta"][rows].to(images.device, torch.float32), images[rows].shape)
+            grid = _grid(params["theta"][rows].to(images.device, torch.float32), images.shape)
+            masks[rows] = F.grid_sample(masks[rows], grid, mode="nearest", padding_mode="zeros", align_corners=False)
             images[rows] = F.grid_sample(images[rows], grid, mode="bilinear", padding_mode="border",
                                          align_corners=False)
         rows = _rows(params["photometric"])
@@ -99,10 +99,9 @@ class Augment:
     def apply_masks(masks: torch.Tensor, params: dict) -> torch.Tensor:
         """Only the geometric part, in place on (B, 1, H, W) masks (nearest, zeros outside)."""
         rows = _rows(params["affine"])
-        if rows is None:
-            return masks
-        grid = _grid(params["theta"][rows].to(masks.device, torch.float32), masks[rows].shape)
-        masks[rows] = F.grid_sample(masks[rows], grid, mode="nearest", padding_mode="zeros", align_corners=False)
+        if rows is not None:
+            grid = _grid(params["theta"][rows].to(masks.device, torch.float32), masks.shape)
+            masks[rows] = F.grid_sample(masks[rows], grid, mode="nearest", padding_mode="zeros", align_corners=False)
         return masks
 
 
@@ -123,8 +122,8 @@ def _rows(flags: torch.Tensor) -> torch.Tensor | None:
 
 
 def _grid(theta: torch.Tensor, shape) -> torch.Tensor:
-    # one affine_grid per sample, as augment_pair does, so that the values match it exactly
-    return torch.cat([F.affine_grid(t[None], (1, *shape[1:]), align_corners=False) for t in theta])
+    """Sampling grid of the (n, 2, 3) ``theta`` for images of ``shape`` (B, C, H, W); one per row."""
+    return F.affine_grid(theta, (len(theta), 1, *shape[2:]), align_corners=False)
 
 
 __all__ = ["Augment", "PARAM_KEYS", "changed", "identity_params"]

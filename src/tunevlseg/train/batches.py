@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
 from ..data.cache import PreparedSplit
 from ..models.base import ImageFeatures
@@ -87,6 +87,27 @@ class SampleSet(Dataset):
             item["aug"] = {k: torch.as_tensor(params[k]) for k in PARAM_KEYS}
         return item
 
+    def __getitems__(self, keys: list) -> dict:
+        """A whole batch at once (what the DataLoader calls): one read per memory-mapped array, in the
+        layout ``default_collate`` gives the items of :meth:`__getitem__`."""
+        pairs = [key if isinstance(key, tuple) else (key, 0) for key in keys]
+        index = np.asarray([i for i, _ in pairs], dtype=np.int64)
+        batch = {"image": torch.from_numpy(self.split.images[index]), "mask": torch.from_numpy(self.split.masks[index]),
+                 "prompt": [self.split.prompts[i] for i in index], "index": torch.from_numpy(index)}
+        params = [self.augment.params(e, i) for i, e in pairs] if self.augment is not None else None
+        if self.features is not None:
+            views = np.zeros(len(pairs), dtype=np.int64)
+            if params is not None and self.features.views:
+                for j, (i, e) in enumerate(pairs):
+                    if params[j]["affine"] or params[j]["photometric"]:
+                        views[j] = 1 + self.augment.pick(e, i, self.features.views)
+                        params[j] = self.features.params_of(int(views[j]), i)
+            batch["features"] = list(self.features.read_batch(index, views))
+            batch["view"] = torch.from_numpy(views)
+        if params is not None:
+            batch["aug"] = {k: torch.as_tensor(np.stack([p[k] for p in params])) for k in PARAM_KEYS}
+        return batch
+
 
 @dataclass
 class DeviceBatch:
@@ -120,7 +141,7 @@ class Batches:
         dataset = SampleSet(split, augment, features)
         self.sampler = EpochSampler(len(dataset), self.generator if shuffle else None)
         # the loader's own generator only seeds its workers (items draw nothing at random)
-        self.loader = DataLoader(dataset, batch_size=batch_size, sampler=self.sampler,
+        self.loader = DataLoader(dataset, batch_size=batch_size, sampler=self.sampler, collate_fn=_collated,
                                  generator=torch.Generator().manual_seed(seed), num_workers=workers,
                                  persistent_workers=workers > 0, pin_memory=self.device.type == "cuda")
 
@@ -153,6 +174,11 @@ class Batches:
         if aug is not None:
             out.images, out.masks = Augment.apply(out.images, out.masks, aug)
         return out
+
+
+def _collated(batch):
+    """The batch ``SampleSet.__getitems__`` built (one list of items from other datasets)."""
+    return batch if isinstance(batch, dict) else default_collate(batch)
 
 
 def logits_of(adapter, learner, batch: DeviceBatch, text, forward=None, forward_frozen=None) -> torch.Tensor:

@@ -174,3 +174,25 @@ def test_missing_or_old_cache_is_a_clear_error(tmp_path, caches):
 def test_vision_prompts_cannot_train_on_cached_features(adapters, caches, shapes, tmp_path):
     with pytest.raises(ValueError, match="prompts the image encoder"):
         _trial(adapters["clipseg"], "clipseg", "vpt", shapes, tmp_path, FeatureCache(caches("clipseg")))
+
+
+@pytest.mark.parametrize("views", [0, 2])
+def test_a_batch_read_is_the_collated_item_reads(caches, shapes, views):
+    """SampleSet.__getitems__ (one read per memory map) = default_collate of __getitem__ per sample."""
+    from torch.utils.data import default_collate
+
+    from tunevlseg.train.batches import SampleSet
+
+    dataset = SampleSet(PreparedSplit(shapes, "train"), Augment(5), FeatureCache(caches("clipseg", views=views))
+                        .split("train"))
+    keys = [(i, 3) for i in (4, 0, 9, 4, 13, 2, 7)]
+    batch, reference = dataset.__getitems__(keys), default_collate([dataset[k] for k in keys])
+    assert set(batch) == set(reference)
+    for key in ("image", "mask", "index", "view"):
+        assert torch.equal(batch[key], reference[key]), key
+    assert batch["prompt"] == reference["prompt"]
+    for a, b in zip(batch["features"], reference["features"], strict=True):
+        assert torch.equal(a, b)
+    for key in PARAM_KEYS:
+        assert torch.equal(batch["aug"][key], reference["aug"][key]), key
+    assert (batch["view"] > 0).any() == bool(views)
