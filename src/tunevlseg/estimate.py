@@ -21,6 +21,7 @@ of the releases, one sample per (image, class)), else ``n`` of a synthetic datas
 
 from __future__ import annotations
 
+import copy
 import csv
 import logging
 import math
@@ -179,64 +180,62 @@ def time_pair(adapter, method: str, size: int, batch: int, steps: int, device: t
     ``cached`` (default: the method's image side is frozen) also times the step on precomputed features
     and the frozen encoder; ``evaluation=False`` skips the evaluation forwards.
     """
-    from .models.base import freeze
-    from .train.loop import autocast_for, make_loss, TrainSettings, _optimizer
+    from .train.loop import TrainSettings, _optimizer, autocast_for, make_loss, prepare_adapter
 
     info = get_method(method)
     cached = info.frozen_image_side and info.tuned if cached is None else cached
+    if info.trains_model:  # its steps change the weights: time a copy, leave the caller's model as it was
+        adapter = copy.deepcopy(adapter)
     gen = torch.Generator().manual_seed(0)
     images = torch.rand(batch, 3, size, size, generator=gen).to(device)
     masks = (torch.rand(batch, 1, size, size, generator=gen) > 0.5).float().to(device)
-    adapter.to(device)
+    if prepare_adapter(adapter, device):  # as the training loop does: channels_last for CNN encoders on CUDA
+        images = images.contiguous(memory_format=torch.channels_last)
     learner = timing_learner(adapter, method, settings).to(device)
     text = adapter.tokenize(["polyp."] * batch, learner.text_ctx)
     loss_fn = make_loss(TrainSettings())
-    try:
-        trainable = [p for p in learner.parameters() if p.requires_grad]
-        optimizer = _optimizer(learner, TrainSettings()) if trainable else None
+    trainable = [p for p in learner.parameters() if p.requires_grad]
+    optimizer = _optimizer(learner, TrainSettings()) if trainable else None
 
-        def train_step(forward):
-            with autocast_for(device, amp):
-                logits = forward()
-            loss = loss_fn(logits.float(), masks)
-            if optimizer is not None:
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
+    def train_step(forward):
+        with autocast_for(device, amp):
+            logits = forward()
+        loss = loss_fn(logits.float(), masks)
+        if optimizer is not None:
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
 
-        @torch.no_grad()
-        def evaluate(forward):
-            with autocast_for(device, amp):
-                forward()
+    @torch.no_grad()
+    def evaluate(forward):
+        with autocast_for(device, amp):
+            forward()
 
-        @torch.no_grad()
-        def encode():
-            with autocast_for(device, amp):
-                return adapter.encode_image(adapter.normalize(images), None, pooled=True)
+    @torch.no_grad()
+    def encode():
+        with autocast_for(device, amp):
+            return adapter.encode_image(adapter.normalize(images), None, pooled=True)
 
-        full = lambda: adapter(images, text, learner)  # noqa: E731
-        train_fns, eval_fns = {"step": lambda: train_step(full)}, {"eval": lambda: evaluate(full)}
-        if cached:
-            features = encode()
-            features = type(features)(tuple(t.float() for t in features.maps),
-                                      features.pooled.float() if learner.uses_image_feature else None,
-                                      features.input_size)
-            frozen = lambda: adapter.forward_frozen(features, text, learner)  # noqa: E731
-            train_fns.update(cached_step=lambda: train_step(frozen), encode=encode)
-            eval_fns["cached_eval"] = lambda: evaluate(frozen)
-        learner.train()
-        t = _timed_rounds(train_fns, steps, device)
-        learner.eval()
-        e = _timed_rounds(eval_fns, steps, device) if evaluation else {}
-        out = PairTiming(model or type(adapter).__name__, method, batch, t["step"],
-                         eval_img_s=e.get("eval", math.nan) / batch)
-        if cached:
-            out.cached_step_s, out.encode_img_s = t["cached_step"], t["encode"] / batch
-            out.cached_eval_img_s = e.get("cached_eval", math.nan) / batch
-        return out
-    finally:
-        if info.trains_model:
-            freeze(adapter)
+    full = lambda: adapter(images, text, learner)  # noqa: E731
+    train_fns, eval_fns = {"step": lambda: train_step(full)}, {"eval": lambda: evaluate(full)}
+    if cached:
+        features = encode()
+        features = type(features)(tuple(t.float() for t in features.maps),
+                                  features.pooled.float() if learner.uses_image_feature else None,
+                                  features.input_size)
+        frozen = lambda: adapter.forward_frozen(features, text, learner)  # noqa: E731
+        train_fns.update(cached_step=lambda: train_step(frozen), encode=encode)
+        eval_fns["cached_eval"] = lambda: evaluate(frozen)
+    learner.train()
+    t = _timed_rounds(train_fns, steps, device)
+    learner.eval()
+    e = _timed_rounds(eval_fns, steps, device) if evaluation else {}
+    out = PairTiming(model or type(adapter).__name__, method, batch, t["step"],
+                     eval_img_s=e.get("eval", math.nan) / batch)
+    if cached:
+        out.cached_step_s, out.encode_img_s = t["cached_step"], t["encode"] / batch
+        out.cached_eval_img_s = e.get("cached_eval", math.nan) / batch
+    return out
 
 
 # ---------------------------------------------------------------------------------- the grid

@@ -30,7 +30,7 @@ from tunevlseg.estimate import RANDOM_FULL_SIZE, time_pair, timing_learner
 from tunevlseg.methods import METHODS
 from tunevlseg.models.base import freeze
 from tunevlseg.models.registry import REGISTRY, build_standin, get_model, supported_methods
-from tunevlseg.train.loop import autocast_for, pick_device
+from tunevlseg.train.loop import autocast_for, pick_device, prepare_adapter
 
 FP32_TOL = 1e-4
 BF16_TOL = 5e-2
@@ -72,8 +72,11 @@ def logits(adapter, method: str, images: torch.Tensor, device: torch.device, bf1
     torch.manual_seed(1)  # the same learner initialisation on every copy
     learner = timing_learner(adapter, method, settings).to(device).eval()
     text = adapter.tokenize(["polyp."] * len(images), learner.text_ctx)
+    images = images.to(device)
+    if prepare_adapter(adapter, device):  # the training loop's memory format (CRIS on CUDA: channels_last)
+        images = images.contiguous(memory_format=torch.channels_last)
     with autocast_for(device, bf16):
-        out = adapter(images.to(device), text, learner).float().cpu()
+        out = adapter(images, text, learner).float().cpu()
     if METHODS[method].trains_model:
         freeze(adapter)
     return out
@@ -95,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     device = pick_device(args.device)
     cuda = device.type == "cuda"
-    if args.device.startswith("cuda") and not cuda:
+    if cuda and not torch.cuda.is_available():
         print("no CUDA device: run with --device cpu to check the script itself", file=sys.stderr)
         return 2
     if cuda:
