@@ -87,30 +87,27 @@ RANDOM_FULL_SIZE = {
 }
 
 
-def timing_adapter(model: str, weights: str, options: dict):
-    """(frozen adapter, note): the configured weights when they load, else a random full-size model."""
+def timing_adapter(model: str, weights: str, options: dict, standin: dict | None = None):
+    """(frozen adapter, note): ``weights`` when they load, else a random model of the same architecture — the
+    demo stand-in's (``standin``: the config's ``models.<m>.standin``) or the public one."""
     from .models.base import freeze
-    from .models.registry import get_model, load_adapter
+    from .models.registry import build_standin, get_model, load_adapter
 
-    if weights != "standin":
-        try:
-            return load_adapter(model, weights, options), f"weights {weights}"
-        except (FileNotFoundError, OSError, ValueError) as err:
-            note = f"random {model} of the public architecture ({weights} unavailable: {str(err).splitlines()[0]})"
-    else:
-        note = f"random {model} stand-in"
-    if weights == "standin" and "standin" in options:
-        from .models.registry import build_standin
+    try:
+        return load_adapter(model, weights, options), f"weights {weights}"
+    except (FileNotFoundError, OSError, ValueError) as err:
+        why = str(err).splitlines()[0] if str(err) else type(err).__name__
+    if standin is not None:
         from .models.standin import build_tokenizer
 
-        standin = options["standin"]
         tokenizer = build_tokenizer(standin.get("vocabulary", ["polyp"]),
                                     max_length=standin["arch"].get("max_text_length", 32))
-        adapter = build_standin(model, standin["arch"], tokenizer)
+        adapter, note = build_standin(model, standin["arch"], tokenizer), f"random {model} stand-in"
     else:
         adapter = RANDOM_FULL_SIZE[model]({**get_model(model).default_options, **options})
+        note = f"random {model} of the public architecture"
     freeze(adapter)
-    return adapter, note
+    return adapter, f"{note} ({weights} unavailable: {why[:160]})"
 
 
 def timing_learner(adapter, method: str, settings: dict | None = None):
@@ -351,10 +348,8 @@ def estimate_from_config(path: Path, steps: int = 3, device: str | None = None, 
         f"{steps} steps per measurement; times scaled per image to the configured batch")
     timings, notes = {}, []
     for model in grid.models:
-        options = model_options(config, model)
-        if config["models"][model]["weights"] == "standin":
-            options = {**options, "standin": config["models"][model]["standin"]}
-        adapter, note = timing_adapter(model, weights_value(config, model), options)
+        standin = config["models"][model].get("standin") if config["models"][model]["weights"] == "standin" else None
+        adapter, note = timing_adapter(model, weights_value(config, model), model_options(config, model), standin)
         notes.append(f"{model}: {note}")
         size = model_size(config, model)
         for m, method in grid.pairs():

@@ -22,6 +22,7 @@ def test_paper_preset_plans_80_cells_with_paper_settings(tmp_path):
     stats = text.split("Job stats:")[1].split("Reasons:")[0]
     jobs = {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", stats, re.M)}
     assert jobs["tune"] == 80 and jobs["obtain"] == 10 and jobs["prepare"] == 20  # 10 datasets × 2 sizes
+    assert jobs["features"] == 20  # one frozen-feature cache per (model, dataset): CoOp and CoCoOp share it
     assert "synth" not in jobs and "pretrain_standin" not in jobs  # nothing of the demo leaks in
     settings = [json.loads(m.group(1)) for m in re.finditer(r"tunevlseg tune .*?--settings '(\{.*?\})'", text)]
     assert len(settings) == 80
@@ -30,5 +31,22 @@ def test_paper_preset_plans_80_cells_with_paper_settings(tmp_path):
                                                     "shared_separate")} | {("cris", "coop"), ("cris", "cocoop")}
     for (model, method), s in by_cell.items():
         assert s["n_trials"] == 20 and s["search"] == METHODS[method].search, (model, method)
+        assert s["pruner"] == "none" and s["training"]["cache_views"] == 0  # the paper's protocol
     assert not (tmp_path / "results").exists()
     print(f"paper preset dry run: {seconds:.1f} s")  # target ≤ 10 s (shown with pytest -s)
+
+
+def test_fast_preset_is_an_overlay_that_prunes_and_stores_views(tmp_path):
+    """paper.yaml + fast.yaml: the same 80 cells, with the median pruner and 3 stored augmented views."""
+    fast = REPO / "workflow" / "presets" / "fast.yaml"
+    out = snakemake(tmp_path, "-n", "-p", "--configfile", str(PRESET), str(fast), timeout=300)
+    text = out.stdout + out.stderr
+    assert out.returncode == 0, text[-3000:]
+    settings = [json.loads(m.group(1)) for m in re.finditer(r"tunevlseg tune .*?--settings '(\{.*?\})'", text)]
+    assert len(settings) == 80
+    assert all(s["pruner"] == "median" and s["training"]["cache_views"] == 3 for s in settings)
+    features = [json.loads(m.group(1)) for m in re.finditer(r"tunevlseg features .*?--settings '(\{.*?\})'", text)]
+    assert len(features) == 20 and all(f["views"] == 3 for f in features)
+    cached = [m.group(1) for m in re.finditer(r"tunevlseg tune .*?--out results/cells/\w+/(\w+)/\w+ .*?--features",
+                                              text)]
+    assert sorted(set(cached)) == ["cocoop", "coop"] and len(cached) == 40
