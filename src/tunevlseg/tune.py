@@ -47,9 +47,9 @@ from .models.registry import load_adapter as load_model_adapter
 from .prompts import build_learner, learner_class
 from .provenance import environment
 from .train.examples import save_examples
-from .train.pruning import EpochReporter, make_pruner
 from .train.loop import (TrainSettings, TrialFailed, evaluate_test, make_loss, pick_device, summarize_rows,
                          train_prompts, validate)
+from .train.pruning import EpochReporter, make_pruner
 
 log = logging.getLogger(__name__)
 #: Search keys that are not the learner's own hyper-parameters.
@@ -160,6 +160,10 @@ class CellRunner:
             raise ValueError(f"--features given for {self.spec.method}, whose image side is prompted or trained")
         cache = FeatureCache(folder)
         cache.check(self.spec.model, self.spec.weights, self.prepared_dir)
+        training = TrainSettings.from_dict(self.spec.training)
+        if (cache.views, cache.meta["dtype"]) != (training.cache_views, training.cache_dtype):
+            raise ValueError(f"feature cache {folder} holds {cache.views} view(s) in {cache.meta['dtype']}, the cell "
+                             f"asks for cache_views {training.cache_views}, cache_dtype {training.cache_dtype}")
         return cache
 
     def _split_features(self, split: str):

@@ -58,3 +58,6 @@ def test_features_for_a_prompted_image_side_or_other_weights_are_refused(tiny_mo
     (tmp_path / "stale" / "meta.json").write_text(json.dumps({**meta, "weights": "CIDAS/clipseg-rd64-refined"}))
     with pytest.raises(ValueError, match="was computed for other inputs .*weights: cache 'CIDAS/clipseg-rd64-refined'"):
         CellRunner(other, prepared, tmp_path / "cell", tmp_path / "stale")
+    other.training = {**other.training, "cache_views": 2}
+    with pytest.raises(ValueError, match="holds 0 view\\(s\\) in float32, the cell asks for cache_views 2"):
+        CellRunner(other, prepared, tmp_path / "cell", features)
