@@ -82,6 +82,19 @@ def tune_workers(w):
     return cfg.worker_markers(config, w.model, w.method, w.dataset)
 
 
+def tune_features(w):
+    """The frozen-feature cache the cell trains on (CoOp, CoCoOp with training.cache_frozen: auto), or nothing."""
+    return cfg.features_input(config, w.model, w.method, w.dataset)
+
+
+def features_arg(w, input):
+    return f"--features {shlex.quote(input.features)}" if input.features else ""
+
+
+def features_settings(w):
+    return as_json(cfg.features_settings(config, w.model))
+
+
 def storage_arg(w):
     url = config["tuning"].get("storage")
     return f"--storage {shlex.quote(url)}" if url else ""

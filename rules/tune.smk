@@ -1,5 +1,6 @@
-# Models and tuning: the demo stand-in (when weights: standin), then one Optuna study per cell, then
-# the seed replicates of each cell's best configuration (tuning.final_seeds).
+# Models and tuning: the demo stand-in (when weights: standin), the frozen-feature caches (methods whose image
+# side is frozen and unprompted train on them), one Optuna study per cell, then the seed replicates of each
+# cell's best configuration (tuning.final_seeds).
 # With tuning.workers_per_cell K > 1, K `tune_worker` jobs share the cell's study, then `tune`
 # (the same command without --worker) completes anything left and writes the cell's outputs.
 
@@ -23,12 +24,35 @@ rule pretrain_standin:
         " > {log:q} 2>&1"
 
 
+# A model's unprompted image features of one prepared dataset, computed once and shared by every trial and
+# seed of the cells that read them (rules/common.smk: tune_features; src/tunevlseg/features.py).
+rule features:
+    input:
+        prepared=lambda w: L.prepared(w.dataset, w.size),
+        weights=lambda w: weights_input(w.model),
+    output:
+        directory(L.features("{model}", "{dataset}", "{size}")),
+    params:
+        settings=features_settings,
+    threads: 2
+    resources:
+        gpu=lambda w: 1 if config["device"] != "cpu" else 0,
+    conda:
+        "../envs/tunevlseg.yaml"
+    log:
+        L.log("features/{model}.{dataset}.{size}"),
+    shell:
+        "tunevlseg features --prepared {input.prepared:q} --out {output:q} --threads {threads}"
+        " --settings {params.settings:q} > {log:q} 2>&1"
+
+
 # One of K parallel workers of a cell: runs trials of the shared study until the budget is
 # taken; writes no cell outputs (the `tune` job below does, after all K).
 rule tune_worker:
     input:
         prepared=lambda w: L.prepared(w.dataset, model_size(w.model)),
         weights=lambda w: weights_input(w.model),
+        features=tune_features,
     output:
         marker=L.cell("{model}", "{method}", "{dataset}").worker_marker("{worker}"),
     wildcard_constraints:
@@ -37,6 +61,7 @@ rule tune_worker:
         settings=cell_settings,
         out=lambda w: cell_files(w).root,
         storage=storage_arg,
+        features=features_arg,
     threads: 1
     resources:
         gpu=lambda w: 1 if config["device"] != "cpu" else 0,
@@ -46,14 +71,15 @@ rule tune_worker:
         L.log("tune/{model}.{method}.{dataset}.worker{worker}"),
     shell:
         "tunevlseg tune --prepared {input.prepared:q} --out {params.out:q} --threads {threads}"
-        " --worker {wildcards.worker} --marker {output.marker:q} {params.storage} --settings {params.settings:q}"
-        " > {log:q} 2>&1"
+        " --worker {wildcards.worker} --marker {output.marker:q} {params.storage} {params.features}"
+        " --settings {params.settings:q} > {log:q} 2>&1"
 
 
 rule tune:
     input:
         prepared=lambda w: L.prepared(w.dataset, model_size(w.model)),
         weights=lambda w: weights_input(w.model),
+        features=tune_features,
         workers=tune_workers,
     output:
         trials=L.cell("{model}", "{method}", "{dataset}").trials_csv,
@@ -65,6 +91,7 @@ rule tune:
         settings=cell_settings,
         out=lambda w: cell_files(w).root,
         storage=storage_arg,
+        features=features_arg,
     threads: 1
     resources:
         gpu=lambda w: 1 if config["device"] != "cpu" else 0,
@@ -74,7 +101,7 @@ rule tune:
         L.log("tune/{model}.{method}.{dataset}"),
     shell:
         "tunevlseg tune --prepared {input.prepared:q} --out {params.out:q} --threads {threads}"
-        " {params.storage} --settings {params.settings:q} > {log:q} 2>&1"
+        " {params.storage} {params.features} --settings {params.settings:q} > {log:q} 2>&1"
 
 
 # Seed replicate R >= 1 of a cell's best configuration (replicate 0 is the best trial, written by `tune`).
@@ -84,6 +111,7 @@ rule retrain:
         prepared=lambda w: L.prepared(w.dataset, model_size(w.model)),
         weights=lambda w: weights_input(w.model),
         best=L.cell("{model}", "{method}", "{dataset}").best_json,
+        features=tune_features,
     output:
         result=L.cell("{model}", "{method}", "{dataset}").seed("{replicate}").result_json,
         metrics=L.cell("{model}", "{method}", "{dataset}").seed("{replicate}").test_metrics_csv,
@@ -93,6 +121,7 @@ rule retrain:
         settings=cell_settings,
         out=lambda w: cell_files(w).root,
         storage=storage_arg,
+        features=features_arg,
     threads: 1
     resources:
         gpu=lambda w: 1 if config["device"] != "cpu" else 0,
@@ -102,4 +131,4 @@ rule retrain:
         L.log("retrain/{model}.{method}.{dataset}.seed{replicate}"),
     shell:
         "tunevlseg retrain --prepared {input.prepared:q} --out {params.out:q} --replicate {wildcards.replicate}"
-        " --threads {threads} {params.storage} --settings {params.settings:q} > {log:q} 2>&1"
+        " --threads {threads} {params.storage} {params.features} --settings {params.settings:q} > {log:q} 2>&1"

@@ -108,6 +108,10 @@ class Layout:
     def pretrained(self, model: str) -> str:
         return f"{self.results}/pretrained/{model}-standin"
 
+    def features(self, model: str, dataset: str, size) -> str:
+        """Frozen-feature cache of ``model`` on the prepared ``dataset`` at ``size`` (``tunevlseg.features``)."""
+        return f"{self.results}/features/{model}/{dataset}/{size}"
+
     def cell(self, model: str, method: str, dataset: str) -> CellFiles:
         return CellFiles(f"{self.results}/cells/{model}/{method}/{dataset}")
 

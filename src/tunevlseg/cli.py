@@ -67,7 +67,8 @@ def _cell_runner(args):
     spec = CellSpec.from_dict(spec_values)
     if args.storage:
         spec.storage = args.storage
-    return CellRunner(spec, Path(args.prepared), Path(args.out))
+    features = Path(args.features) if getattr(args, "features", None) else None
+    return CellRunner(spec, Path(args.prepared), Path(args.out), features)
 
 
 def cmd_tune(args) -> None:
@@ -96,6 +97,38 @@ def cmd_retry_failed(args) -> None:
     failed = retry_failed(Path(args.cell), args.storage)
     print(f"{args.cell}: {len(failed)} failed trial(s) no longer count against max_failed_trials: {failed}; "
           "rerun the workflow")
+
+
+def cmd_features(args) -> None:
+    opts = _settings(args.settings)
+    from .gpu_slots import claim_gpu
+
+    claim_gpu(opts.get("device", "auto"))
+    import torch
+
+    from .features import build_features
+    from .models.registry import load_adapter
+    from .train.loop import pick_device
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    unknown = sorted(set(opts) - {"model", "weights", "model_options", "dtype", "views", "seed", "batch_size",
+                                  "device", "amp"})
+    if unknown:
+        raise ValueError(f"features: unknown settings {unknown}")
+    adapter = load_adapter(opts["model"], opts["weights"], opts.get("model_options"))
+    meta = build_features(adapter, Path(args.prepared), Path(args.out), model=opts["model"], weights=opts["weights"],
+                          model_options=opts.get("model_options"), dtype=opts.get("dtype", "float16"),
+                          views=opts.get("views", 0), seed=opts.get("seed", 0), batch_size=opts.get("batch_size", 32),
+                          device=pick_device(opts.get("device", "auto")), amp=opts.get("amp", True))
+    print(json.dumps({k: meta[k] for k in ("splits", "bytes", "seconds")}))
+
+
+def cmd_estimate(args) -> None:
+    from .estimate import estimate_from_config
+
+    estimate_from_config(Path(args.configfile), steps=args.steps, device=args.device, batch_size=args.batch_size,
+                         samples=args.samples)
 
 
 def _report_grid(opts: dict, best_paths: list[Path] | None = None):
@@ -227,6 +260,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run as parallel worker I of the cell: trials only, no cell outputs")
     p.add_argument("--marker", default=None, help="with --worker: JSON file written when the worker is done")
     p.add_argument("--storage", default=None, help="Optuna storage URL (default: journal file in --out)")
+    p.add_argument("--features", default=None, help="frozen-feature cache of the cell's model and dataset "
+                                                    "(the features rule's output)")
     p.set_defaults(func=cmd_tune)
 
     p = sub.add_parser("retrain", help="retrain a cell's best configuration with seed replicate R (R >= 1)")
@@ -236,12 +271,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--settings", required=True)
     p.add_argument("--storage", default=None, help="Optuna storage URL (default: journal file in --out)")
+    p.add_argument("--features", default=None, help="frozen-feature cache of the cell's model and dataset")
     p.set_defaults(func=cmd_retrain)
 
     p = sub.add_parser("retry-failed", help="stop counting a cell's failed trials against max_failed_trials")
     p.add_argument("cell", help="the cell folder, e.g. results/cells/clipseg/coop/kvasir")
     p.add_argument("--storage", default=None, help="Optuna storage URL (default: journal file in the cell)")
     p.set_defaults(func=cmd_retry_failed)
+
+    p = sub.add_parser("features", help="compute a model's frozen image features of a prepared dataset once")
+    p.add_argument("--prepared", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--settings", required=True,
+                   help='JSON: {"model", "weights", "model_options", "dtype", "views", "seed", "batch_size", '
+                        '"device", "amp"}')
+    p.set_defaults(func=cmd_features)
+
+    p = sub.add_parser("estimate", help="time a few steps per (model, method) and print what the grid costs")
+    p.add_argument("--configfile", default="config.yaml")
+    p.add_argument("--steps", type=int, default=3, help="timed training steps per (model, method) and path")
+    p.add_argument("--device", default=None, help="default: the config's device")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="batch used for timing (default: the configured one on a GPU, 2 on a CPU); "
+                        "times are scaled per image")
+    p.add_argument("--samples", action="append", default=[], metavar="DATASET=TRAIN,VAL,TEST",
+                   help="sample counts of a dataset that is not prepared yet (overrides the built-in guess)")
+    p.set_defaults(func=cmd_estimate)
 
     p = sub.add_parser("aggregate", help="Dice tables and figures from finished cells")
     p.add_argument("--best", nargs="+", required=True, help="best.json of every cell (its folder is read too)")

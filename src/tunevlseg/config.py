@@ -20,6 +20,9 @@ from .models.registry import supported_methods
 #: Tuning keys that are not part of a cell's study: how it runs (workers, storage) and how many seed
 #: replicates of its best configuration are retrained afterwards (their own jobs).
 RUN_ONLY_TUNING_KEYS = ("workers_per_cell", "storage", "final_seeds")
+#: Training keys of the frozen-feature cache: one cache serves every method, so they are read from the
+#: top-level ``training`` only (a method's ``training`` override may not set them).
+CACHE_KEYS = ("cache_views", "cache_dtype")
 #: Stand-in keys passed to pretraining (the rest of ``models.<m>.standin`` says which data to use).
 STANDIN_KEYS = ("arch", "vocabulary", "epochs", "batch_size", "lr", "min_grounding_gap")
 
@@ -91,6 +94,11 @@ def check_config(config: dict, source: str = "config.yaml") -> None:
             if mcfg["standin"]["dataset"] not in config["datasets"]:
                 raise ConfigError(source, f"models.{model}.standin.dataset",
                                   f"unknown dataset '{mcfg['standin']['dataset']}'; defined: {datasets}")
+    for name, mcfg in (config.get("methods") or {}).items():
+        shared = sorted(set((mcfg or {}).get("training") or {}) & set(CACHE_KEYS))
+        if shared:
+            raise ConfigError(source, f"methods.{name}.training", f"{shared} belong to the shared feature cache: "
+                                                                 "set them under the top-level training")
     grid = make_grid(config)
     if not grid.pairs():
         runnable = {m: list(supported_methods(m)) for m in grid.models}
@@ -157,6 +165,12 @@ def standin_settings(config: dict, model: str) -> dict:
             "device": config["device"]}
 
 
+def training_settings(config: dict, method: str) -> dict:
+    """The top-level ``training`` with the method's overrides (``methods.<m>.training``) on top."""
+    method_cfg = method_settings(method, (config.get("methods") or {}).get(method))
+    return {**config.get("training", {}), **method_cfg.get("training", {})}
+
+
 def cell_settings(config: dict, model: str, method: str, dataset: str) -> dict:
     """Everything that determines one cell's trials (``tunevlseg.tune.CellSpec`` fields)."""
     tuning = {k: v for k, v in config.get("tuning", {}).items() if k not in RUN_ONLY_TUNING_KEYS}
@@ -172,9 +186,35 @@ def cell_settings(config: dict, model: str, method: str, dataset: str) -> dict:
         "device": config["device"],
         "search": method_cfg.get("search", {}),
         "fixed": method_cfg.get("fixed", {}),
-        "training": {**config.get("training", {}), **method_cfg.get("training", {})},
+        "training": training_settings(config, method),
         **copy.deepcopy(tuning),
     }
+
+
+def uses_feature_cache(config: dict, method: str) -> bool:
+    """Whether cells of ``method`` train on the frozen-feature cache: the method's image side is
+    frozen and unprompted (``Method.frozen_image_side``), it has a study (zero-shot evaluates once: a cache
+    would cost more than it saves), and its ``training.cache_frozen`` is ``auto``."""
+    spec = METHODS[method]
+    training = training_settings(config, method)
+    return spec.tuned and spec.frozen_image_side and training.get("cache_frozen", "auto") == "auto"
+
+
+def features_input(config: dict, model: str, method: str, dataset: str) -> list[str] | str:
+    """The cell's frozen-feature cache folder (a rule input), or nothing when the cell does not use one."""
+    if not uses_feature_cache(config, method):
+        return []
+    return layout(config).features(model, dataset, model_size(config, model))
+
+
+def features_settings(config: dict, model: str) -> dict:
+    """What ``tunevlseg features`` needs: the model and its weights, the cache's dtype and views; the
+    augmentation seed of the views is the config's seed."""
+    training = config.get("training", {})
+    return {"model": model, "weights": weights_value(config, model), "model_options": model_options(config, model),
+            "dtype": training.get("cache_dtype", "float16"), "views": training.get("cache_views", 0),
+            "seed": config["seed"], "batch_size": training.get("batch_size", 32), "device": config["device"],
+            "amp": training.get("amp", True)}
 
 
 def worker_markers(config: dict, model: str, method: str, dataset: str) -> list[str]:
@@ -205,7 +245,8 @@ def report_settings(config: dict) -> dict:
     return {**config.get("report", {}), **grid, "domains": make_grid(config).domains}
 
 
-__all__ = ["ConfigError", "RUN_ONLY_TUNING_KEYS", "cell_settings", "check_config", "layout", "load_config_file",
-           "make_grid", "validate_schema",
-           "model_options", "model_size", "n_replicates", "replicate_files", "report_settings", "standin_settings", "weights_input", "weights_value",
+__all__ = ["CACHE_KEYS", "ConfigError", "RUN_ONLY_TUNING_KEYS", "cell_settings", "check_config", "features_input",
+           "features_settings", "layout", "load_config_file", "make_grid", "model_options", "model_size",
+           "n_replicates", "replicate_files", "report_settings", "standin_settings", "uses_feature_cache",
+           "validate_schema", "weights_input", "weights_value",
            "worker_markers"]

@@ -67,10 +67,13 @@ from .study import changed_keys, fingerprint, open_storage, read_fingerprint, su
 from .train.examples import save_examples
 from .train.loop import (TrainSettings, TrialFailed, evaluate_test, make_loss, pick_device, summarize_rows,
                          train_prompts, validate)
+from .train.pruning import EpochReporter, make_pruner
 
 log = logging.getLogger(__name__)
 #: Search keys that are not the learner's own hyper-parameters.
 NOT_LEARNER_KEYS = {*OPTIMISER_KEYS, DEPTH_KEY}
+#: States of a finished trial that count towards ``n_trials`` (a pruned trial is finished: train/pruning.py).
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 #: What a trial may legitimately fail with; the study records it as FAIL and goes on. Anything else
 #: (a programming error, a full disk) stops the job with its traceback and leaves the trial resumable.
 TRIAL_ERRORS = (TrialFailed, torch.OutOfMemoryError)
@@ -111,6 +114,9 @@ class CellSpec:
     device: str = "auto"
     storage: str | None = None  # None: journal file in the cell folder; else an Optuna storage URL
     max_trial_restarts: int = 2
+    pruner: str = "none"  # none | median | hyperband (tunevlseg.train.pruning)
+    pruner_startup_trials: int = 5
+    pruner_warmup_epochs: int = 2
 
     @classmethod
     def from_dict(cls, data: dict) -> CellSpec:
@@ -140,7 +146,8 @@ class CellSpec:
                     weights=weights_identity(self.weights), model_options=self.model_options,
                     prompt_key=self.prompt_key, seed=self.seed, objective=self.objective,
                     n_startup_trials=self.n_startup_trials, n_ctx=self.n_ctx, init_text=self.init_text,
-                    search=self.search, fixed=self.fixed, training=training, manifest_sha256=manifest_sha256)
+                    search=self.search, fixed=self.fixed, training=training, manifest_sha256=manifest_sha256,
+                    pruner=[self.pruner, self.pruner_startup_trials, self.pruner_warmup_epochs])
 
 
 def suggest(trial: optuna.Trial, space: dict) -> dict:
@@ -197,7 +204,7 @@ def peak_memory_mb(device: torch.device) -> float:
 class CellRunner:
     """Runs and summarises the study of one cell in ``out_dir``."""
 
-    def __init__(self, spec: CellSpec, prepared_dir: Path, out_dir: Path):
+    def __init__(self, spec: CellSpec, prepared_dir: Path, out_dir: Path, features_dir: Path | None = None):
         self.spec = spec
         self.out_dir = Path(out_dir)
         self.files = CellFiles(str(self.out_dir))
@@ -208,8 +215,28 @@ class CellRunner:
         TrainSettings.from_dict(spec.training)  # fail now, not once per trial, on a bad key
         self.device = pick_device(spec.device)
         self.adapter = load_adapter(spec).to(self.device)
+        self.features = self._features(features_dir)
         self.ran: list[int] = []  # numbers of the trials this process finished (COMPLETE or FAIL)
         self._fingerprint: tuple[str, dict] | None = None
+
+    def _features(self, folder: Path | None):
+        """The frozen-feature cache the workflow passed (``--features``), checked against this cell."""
+        if folder is None:
+            return None
+        from .features import FeatureCache
+
+        if not self.method.frozen_image_side:
+            raise ValueError(f"--features given for {self.spec.method}, whose image side is prompted or trained")
+        cache = FeatureCache(folder)
+        cache.check(self.spec.model, self.spec.weights, self.prepared_dir)
+        training = TrainSettings.from_dict(self.spec.training)
+        if (cache.views, cache.meta["dtype"]) != (training.cache_views, training.cache_dtype):
+            raise ValueError(f"feature cache {folder} holds {cache.views} view(s) in {cache.meta['dtype']}, the cell "
+                             f"asks for cache_views {training.cache_views}, cache_dtype {training.cache_dtype}")
+        return cache
+
+    def _split_features(self, split: str):
+        return None if self.features is None else self.features.split(split)
 
     # ------------------------------------------------------------------ study
     def run(self, write_outputs: bool = True) -> pd.DataFrame:
@@ -257,11 +284,13 @@ class CellRunner:
     def _study(self) -> optuna.Study:
         direction = "minimize" if self.spec.objective == "last_val_loss" else "maximize"
         self.out_dir.mkdir(parents=True, exist_ok=True)
+        pruner = make_pruner(self.spec.pruner, TrainSettings.from_dict(self.spec.training).epochs,
+                             self.spec.pruner_startup_trials, self.spec.pruner_warmup_epochs)
         with FileLock(self.files.study_lock):
             self._bind_study()
             study = optuna.create_study(study_name=self.study_name(),
                                         storage=open_storage(self.spec.storage, self.out_dir),
-                                        direction=direction, load_if_exists=True)
+                                        direction=direction, load_if_exists=True, pruner=pruner)
         self._reseed(study, 0)
         return study
 
@@ -294,7 +323,7 @@ class CellRunner:
     def _next_trial(self, study: optuna.Study, owner: ExitStack) -> optuna.Trial | None:
         """Under the study lock: adopt an interrupted trial, or start a new one if the budget allows."""
         trials = study.get_trials(deepcopy=False)
-        complete = sum(t.state == TrialState.COMPLETE for t in trials)
+        complete = sum(t.state in FINISHED for t in trials)
         if complete >= self.spec.n_trials:
             return None
         failed = self._counted_failures(study, trials)
@@ -347,6 +376,8 @@ class CellRunner:
         except (preempt.Preempted, KeyboardInterrupt):
             trial.set_user_attr("preempted", True)
             raise
+        except optuna.TrialPruned:
+            study.tell(trial, state=TrialState.PRUNED)
         except Exception as err:
             if preempt.requested():  # an error caused by the stop signal (e.g. a killed DataLoader worker)
                 trial.set_user_attr("preempted", True)
@@ -374,7 +405,7 @@ class CellRunner:
         params = {**self.spec.fixed, **suggest(trial, self.spec.search)}
         seed = self.spec.seed * 1000 + trial.number
         trial.set_user_attr("seed", seed)
-        metrics = self.train_and_evaluate(params, seed, self.files.trial(trial.number))
+        metrics = self.train_and_evaluate(params, seed, self.files.trial(trial.number), trial=trial)
         for key, value in metrics.items():
             trial.set_user_attr(key, value)
         log.info("%s trial %d: depth %d, lr %.2g -> val Dice %.3f, test Dice %.3f (%.0f s)", self.out_dir,
@@ -382,11 +413,12 @@ class CellRunner:
                  metrics["duration_s"])
         return metrics["last_val_loss"] if self.spec.objective == "last_val_loss" else metrics["val_dice"]
 
-    def train_and_evaluate(self, params: dict, seed: int, files: TrialFiles) -> dict:
+    def train_and_evaluate(self, params: dict, seed: int, files: TrialFiles, trial: optuna.Trial | None = None) -> dict:
         """Train one configuration with ``seed`` in ``files`` (resumable), evaluate it on the test split.
 
         Writes ``epochs.csv``, ``best.pt``, ``test_metrics.csv`` (per image) and ``examples.npz``;
-        returns the metrics and costs recorded for it.
+        returns the metrics and costs recorded for it. With the study's ``trial`` (not for seed
+        replicates) each epoch's validation score is reported to its pruner.
         """
         started = time.perf_counter()
         if self.device.type == "cuda":
@@ -399,9 +431,17 @@ class CellRunner:
         adapter = load_adapter(self.spec).to(self.device) if self.method.trains_model else self.adapter
         learner = make_learner(self.spec, adapter, params.get(DEPTH_KEY, 1), hparams)
         result = train_prompts(adapter, learner, self.splits["train"], self.splits["val"], settings,
-                               files, self.device)
+                               files, self.device, features=self.features,
+                               on_epoch=EpochReporter(trial, self.spec.objective) if trial is not None else None)
+        if result.pruned:  # recorded PRUNED with what it reached; no test evaluation
+            for key, value in {"val_dice": result.best_val_dice, "last_val_loss": result.last_val_loss,
+                               "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
+                               "duration_s": round(time.perf_counter() - started, 2)}.items():
+                trial.set_user_attr(key, value)
+            raise optuna.TrialPruned(f"pruned after epoch {result.history[-1]['epoch']}")
         rows = evaluate_test(adapter, learner, self.splits["test"], settings.batch_size, self.device,
-                             settings.amp, checkpoint=files.checkpoint)
+                             settings.amp, checkpoint=files.checkpoint, features=self._split_features("test"),
+                             workers=settings.num_workers)
         write_csv(files.test_metrics, pd.DataFrame(rows))
         # evaluate_test loaded best.pt into the learner: the report's qualitative panel shows these
         save_examples(adapter, learner, self.splits["test"], files.examples, device=self.device,
@@ -550,8 +590,9 @@ def trials_frame(study: optuna.Study, spec: CellSpec) -> pd.DataFrame:
                    test_dice_mean=attrs.get("test_dice_mean"), test_dice_std=attrs.get("test_dice_std"),
                    test_iou_mean=attrs.get("test_iou_mean"), test_iou_std=attrs.get("test_iou_std"),
                    n_test=attrs.get("n_test"), seed=attrs.get("seed"), duration_s=attrs.get("duration_s"),
-                   best_epoch=attrs.get("best_epoch"), n_trainable=attrs.get("n_trainable"),
-                   peak_mem_mb=attrs.get("peak_mem_mb"), error=attrs.get("error"))
+                   best_epoch=attrs.get("best_epoch"), epochs_run=attrs.get("epochs_run"),
+                   n_trainable=attrs.get("n_trainable"), peak_mem_mb=attrs.get("peak_mem_mb"),
+                   error=attrs.get("error"))
         for key, value in {**spec.fixed, **t.params}.items():
             if key not in NOT_LEARNER_KEYS:
                 row[f"param_{key}"] = value

@@ -21,7 +21,9 @@ def test_paper_preset_plans_80_cells_with_paper_settings(tmp_path):
     assert out.returncode == 0, text[-3000:]
     stats = text.split("Job stats:")[1].split("Reasons:")[0]
     jobs = {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", stats, re.M)}
-    assert jobs["tune"] == 80 and jobs["retrain"] == 80 * 2 and jobs["obtain"] == 10 and jobs["prepare"] == 20  # 10 datasets × 2 sizes
+    assert jobs["tune"] == 80 and jobs["obtain"] == 10 and jobs["prepare"] == 20  # 10 datasets × 2 sizes
+    assert jobs["retrain"] == 80 * 2  # final_seeds 3: the best trial + 2 replicates per cell
+    assert jobs["features"] == 20  # one frozen-feature cache per (model, dataset): CoOp and CoCoOp share it
     assert "synth" not in jobs and "pretrain_standin" not in jobs  # nothing of the demo leaks in
     settings = [json.loads(m.group(1)) for m in re.finditer(r"tunevlseg tune .*?--settings '(\{.*?\})'", text)]
     assert len(settings) == 80
@@ -31,5 +33,22 @@ def test_paper_preset_plans_80_cells_with_paper_settings(tmp_path):
     for (model, method), s in by_cell.items():
         assert s["n_trials"] == 20 and s["search"] == METHODS[method].search, (model, method)
         assert s["fixed"] == METHODS[method].fixed, (model, method)  # the reference's semantics
+        assert s["pruner"] == "none" and s["training"]["cache_views"] == 0  # the paper's protocol
     assert not (tmp_path / "results").exists()
     print(f"paper preset dry run: {seconds:.1f} s")  # target ≤ 10 s (shown with pytest -s)
+
+
+def test_fast_preset_is_an_overlay_that_prunes_and_stores_views(tmp_path):
+    """paper.yaml + fast.yaml: the same 80 cells, with the median pruner and 3 stored augmented views."""
+    fast = REPO / "workflow" / "presets" / "fast.yaml"
+    out = snakemake(tmp_path, "-n", "-p", "--configfile", str(PRESET), str(fast), timeout=300)
+    text = out.stdout + out.stderr
+    assert out.returncode == 0, text[-3000:]
+    settings = [json.loads(m.group(1)) for m in re.finditer(r"tunevlseg tune .*?--settings '(\{.*?\})'", text)]
+    assert len(settings) == 80
+    assert all(s["pruner"] == "median" and s["training"]["cache_views"] == 3 for s in settings)
+    features = [json.loads(m.group(1)) for m in re.finditer(r"tunevlseg features .*?--settings '(\{.*?\})'", text)]
+    assert len(features) == 20 and all(f["views"] == 3 for f in features)
+    cached = [m.group(1) for m in re.finditer(r"tunevlseg tune .*?--out results/cells/\w+/(\w+)/\w+ .*?--features",
+                                              text)]
+    assert sorted(set(cached)) == ["cocoop", "coop"] and len(cached) == 40

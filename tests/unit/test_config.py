@@ -142,3 +142,25 @@ def test_every_schema_key_has_a_description():
     schema = yaml.safe_load((Path(__file__).parents[2] / "workflow/schemas/config.schema.yaml").read_text())
     missing = _undescribed(schema) + [m for name, d in schema["$defs"].items() for m in _undescribed(d, f"$defs.{name}")]
     assert not missing, missing
+# ---- the frozen-feature cache (tunevlseg.features): which cells read it, what the features rule gets
+def test_only_tuned_methods_with_a_frozen_image_side_read_the_feature_cache():
+    config = _demo()
+    readers = {m for m in config["benchmark"]["methods"] if cfg.features_input(config, "clipseg", m, "tissue")}
+    assert readers == {"coop", "cocoop"}  # zeroshot: frozen too, but one evaluation; vpt & co: prompted
+    assert cfg.features_input(config, "cris", "cocoop", "tissue") == "results/features/cris/tissue/64"
+    config["methods"]["cocoop"]["training"] = {"cache_frozen": False}  # YAML 1.1 reads `off` as false
+    assert cfg.features_input(config, "clipseg", "cocoop", "tissue") == []
+    assert cfg.features_input(config, "clipseg", "coop", "tissue")
+    config["training"]["cache_frozen"] = "off"
+    assert cfg.features_input(config, "clipseg", "coop", "tissue") == []
+
+
+def test_features_settings_and_shared_cache_keys():
+    config = _demo()
+    config["training"].update(cache_views=2, cache_dtype="float32")
+    s = cfg.features_settings(config, "cris")
+    assert s == {"model": "cris", "weights": "results/pretrained/cris-standin", "model_options": {"image_size": 64},
+                 "dtype": "float32", "views": 2, "seed": 0, "batch_size": 32, "device": "auto", "amp": True}
+    config["methods"]["coop"]["training"] = {"cache_views": 4}
+    with pytest.raises(cfg.ConfigError, match="methods.coop.training: \\['cache_views'\\] belong to the shared"):
+        cfg.check_config(config, "my.yaml")

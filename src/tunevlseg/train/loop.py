@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import csv
+import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import ClassVar
 from pathlib import Path
@@ -18,8 +20,14 @@ from tqdm.auto import tqdm
 from .. import preempt
 from ..cells import TrialFiles
 from ..data.cache import PreparedSplit, SegmentationDataset
+from .augment import Augment
+from .batches import Batches, logits_of
 from .checkpoint import load_resume_state, load_trainable, save_resume_state, save_trainable
 from .metrics import dice_iou, logits_to_mask, summarize
+
+log = logging.getLogger(__name__)
+#: ``training.cache_frozen`` values: ``auto`` = read the frozen-feature cache where the method allows it.
+CACHE_MODES = ("auto", "off")
 
 
 class TrialFailed(RuntimeError):
@@ -43,9 +51,15 @@ class TrainSettings:
     num_workers: int = 0
     amp: bool = True
     progress: bool = True
+    augment: bool = True  # the paper's mild affine + brightness/contrast (train/augment.py)
+    # speed (README, "Speed"): none of them changes what is trained, except cache_dtype float16 (rounding)
+    cache_frozen: str = "auto"
+    cache_views: int = 0
+    cache_dtype: str = "float16"
+    compile: bool = False
 
-    #: Settings that change how a trial runs, not its result (not part of a study's fingerprint).
-    RUN_ONLY: ClassVar[tuple[str, ...]] = ("num_workers", "progress")
+    #: Settings that change how a trial runs, not what it trains (not part of a study's fingerprint).
+    RUN_ONLY: ClassVar[tuple[str, ...]] = ("num_workers", "progress", "compile")
 
     @classmethod
     def from_dict(cls, values: dict) -> "TrainSettings":
@@ -53,7 +67,12 @@ class TrainSettings:
         unknown = sorted(set(values) - set(cls.__dataclass_fields__))
         if unknown:
             raise ValueError(f"unknown training settings {unknown}; allowed: {sorted(cls.__dataclass_fields__)}")
-        return cls(**values)
+        settings = cls(**values)
+        if settings.cache_frozen is False:  # YAML 1.1 reads an unquoted off as false
+            settings.cache_frozen = "off"
+        if settings.cache_frozen not in CACHE_MODES:
+            raise ValueError(f"training.cache_frozen must be one of {CACHE_MODES}, got {settings.cache_frozen!r}")
+        return settings
 
 
 @dataclass
@@ -65,6 +84,7 @@ class TrainResult:
     last_val_loss: float
     epochs_run: int
     history: list[dict] = field(default_factory=list)
+    pruned: bool = False  # stopped early by ``on_epoch`` (an Optuna pruner)
 
 
 def pick_device(preferred: str = "auto") -> torch.device:
@@ -93,12 +113,22 @@ def make_loader(split: PreparedSplit, batch_size: int, shuffle: bool, augment: b
 
 
 def train_prompts(adapter, learner, train: PreparedSplit, val: PreparedSplit, settings: TrainSettings,
-                  trial: TrialFiles | Path, device: torch.device | None = None) -> TrainResult:
+                  trial: TrialFiles | Path, device: torch.device | None = None, features=None,
+                  on_epoch: Callable[[list[dict]], bool] | None = None) -> TrainResult:
     """Train ``learner`` on ``train`` with the frozen ``adapter``; keep the best validation checkpoint.
 
     Writes ``epochs.csv`` (one row per epoch) and ``best.pt`` (trainable
     parameters only) in the trial folder (:class:`tunevlseg.cells.TrialFiles`). Raises
     ``TrialFailed`` on a non-finite loss.
+
+    ``features``: a :class:`tunevlseg.features.FeatureCache` of the adapter's unprompted image
+    features (only for learners without vision prompts): training and validation then run
+    ``adapter.forward_frozen`` on them, encoding live only the training samples the augmentation
+    changes when the cache stores no augmented views.
+
+    ``on_epoch(history)`` is called after every epoch that does not end training (and once after
+    resuming such an epoch); returning True stops the trial there (``TrainResult.pruned``): the
+    Optuna pruner's hook.
 
     After every epoch the whole training state (trainable parameters, optimizer, scheduler,
     early-stopping counters, history, RNG states) is saved atomically to ``resume.pt``; when
@@ -112,30 +142,41 @@ def train_prompts(adapter, learner, train: PreparedSplit, val: PreparedSplit, se
     files.path.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(settings.seed)
     np.random.seed(settings.seed % 2**32)
-    adapter.to(device)
+    channels_last = prepare_adapter(adapter, device)
     learner.to(device)
     learner.train()
+    if features is not None and "vision" in learner.modalities:
+        raise ValueError(f"{type(learner).__name__} prompts the image encoder: it cannot train on cached features")
+    forwards = Forwards(adapter, settings.compile)
     loss_fn = make_loss(settings)
     optimizer = _optimizer(learner, settings)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimizer, mode="min", factor=settings.plateau_factor, patience=settings.plateau_patience
     )
-    train_loader = make_loader(train, settings.batch_size, True, True, settings.seed, settings.num_workers)
+    workers = settings.num_workers
+    train_batches = Batches(train, settings.batch_size, device, shuffle=True, seed=settings.seed,
+                            augment=Augment(settings.seed) if settings.augment else None,
+                            features=_split_of(features, "train"), workers=workers, channels_last=channels_last)
+    val_batches = Batches(val, settings.batch_size, device, features=_split_of(features, "val"), workers=workers,
+                          channels_last=channels_last)
     progress = dict(best=-1.0, best_epoch=-1, stale=0, history=[], last_val_loss=float("nan"), next_epoch=0,
-                    done=False)
+                    done=False, pruned=False)
     resume_path = files.resume
     if resume_path.is_file():
-        progress = load_resume_state(resume_path, learner, optimizer, scheduler, train_loader.generator, device)
+        progress = load_resume_state(resume_path, learner, optimizer, scheduler, train_batches.generator, device)
+        progress.setdefault("pruned", False)
         if progress["history"]:  # epochs.csv may be older than the state when the kill came in between
             _write_history(progress["history"], files.epochs_csv)
+        if progress["history"] and not progress["done"] and on_epoch is not None and on_epoch(progress["history"]):
+            _stop_pruned(progress, resume_path, learner, optimizer, scheduler, train_batches.generator)
     history = progress["history"]
     epochs = tqdm(range(progress["next_epoch"], settings.epochs), desc=f"train {files.path.name}",
                   disable=not settings.progress or progress["done"], leave=False)
     for epoch in ([] if progress["done"] else epochs):
         started = time.perf_counter()
-        train_loader.dataset.set_epoch(epoch)
-        train_loss = _train_epoch(adapter, learner, train_loader, loss_fn, optimizer, device, settings)
-        val_loss, val_dice = validate(adapter, learner, val, loss_fn, settings.batch_size, device, settings.amp)
+        train_batches.set_epoch(epoch)
+        train_loss = _train_epoch(adapter, learner, train_batches, loss_fn, optimizer, device, settings, forwards)
+        val_loss, val_dice = _validate(adapter, learner, val_batches, loss_fn, device, settings.amp, forwards)
         progress["last_val_loss"] = val_loss
         scheduler.step(val_loss)
         row = dict(epoch=epoch, train_loss=train_loss, val_loss=val_loss, val_dice=val_dice,
@@ -150,10 +191,67 @@ def train_prompts(adapter, learner, train: PreparedSplit, val: PreparedSplit, se
         _write_history(history, files.epochs_csv)
         progress["next_epoch"] = epoch + 1
         progress["done"] = progress["stale"] >= settings.early_stopping_patience or epoch + 1 >= settings.epochs
-        save_resume_state(resume_path, progress, learner, optimizer, scheduler, train_loader.generator)
+        save_resume_state(resume_path, progress, learner, optimizer, scheduler, train_batches.generator)
+        if not progress["done"] and on_epoch is not None and on_epoch(history):
+            _stop_pruned(progress, resume_path, learner, optimizer, scheduler, train_batches.generator)
         if progress["done"]:
             break
-    return TrainResult(progress["best"], progress["best_epoch"], progress["last_val_loss"], len(history), history)
+    return TrainResult(progress["best"], progress["best_epoch"], progress["last_val_loss"], len(history), history,
+                       pruned=progress["pruned"])
+
+
+def _stop_pruned(progress, resume_path, learner, optimizer, scheduler, generator) -> None:
+    """Record the pruner's stop in the resume state, so that a rerun returns at once (whatever the pruner
+    would say by then)."""
+    progress.update(done=True, pruned=True)
+    save_resume_state(resume_path, progress, learner, optimizer, scheduler, generator)
+
+
+def _split_of(features, split: str):
+    return None if features is None else features.split(split)
+
+
+def prepare_adapter(adapter, device: torch.device) -> bool:
+    """Move the frozen model to ``device``; on CUDA, a convolutional image encoder (no vision tokens: CRIS)
+    is switched to channels_last. Returns whether images should be channels_last too."""
+    adapter.to(device)
+    channels_last = device.type == "cuda" and "vision" not in adapter.prompt_layers()
+    if channels_last:
+        adapter.to(memory_format=torch.channels_last)
+    return channels_last
+
+
+class Forwards:
+    """``adapter(...)`` and ``adapter.forward_frozen(...)``, compiled with ``torch.compile`` when asked.
+
+    A compiled function is tried on its first training step (forward and backward); if compiling fails,
+    a warning names the error and the run continues eagerly (the failed step is redone).
+    """
+
+    def __init__(self, adapter, enabled: bool):
+        self.enabled = enabled
+        self.untested = enabled
+        self.forward, self.forward_frozen = adapter, adapter.forward_frozen
+        if enabled:
+            self.forward, self.forward_frozen = torch.compile(adapter), torch.compile(adapter.forward_frozen)
+        self._eager = (adapter, adapter.forward_frozen)
+
+    def disable(self, err: BaseException) -> None:
+        log.warning("torch.compile failed (%s: %s); training continues without it", type(err).__name__,
+                    str(err).splitlines()[0] if str(err) else "")
+        self.forward, self.forward_frozen = self._eager
+        self.enabled = self.untested = False
+
+    def logits(self, adapter, learner, batch, text) -> torch.Tensor:
+        if not self.untested:
+            return logits_of(adapter, learner, batch, text, self.forward, self.forward_frozen)
+        try:
+            return logits_of(adapter, learner, batch, text, self.forward, self.forward_frozen)
+        except torch.OutOfMemoryError:
+            raise
+        except Exception as err:  # noqa: BLE001 - any compiler failure: fall back
+            self.disable(err)
+            return logits_of(adapter, learner, batch, text)
 
 
 def _optimizer(learner, settings: TrainSettings) -> torch.optim.Optimizer:
@@ -166,38 +264,58 @@ def _optimizer(learner, settings: TrainSettings) -> torch.optim.Optimizer:
     return torch.optim.AdamW([g for g in groups if g["params"]], lr=settings.lr)
 
 
-def _train_epoch(adapter, learner, loader, loss_fn, optimizer, device, settings) -> float:
+def _train_epoch(adapter, learner, batches: Batches, loss_fn, optimizer, device, settings, forwards) -> float:
     learner.train()
     total, count = 0.0, 0
-    for batch in loader:
-        images, masks = batch["image"].to(device), batch["mask"].to(device)
-        text = adapter.tokenize(list(batch["prompt"]), learner.text_ctx)
-        with autocast_for(device, settings.amp):
-            logits = adapter(images, text, learner)
-        loss = loss_fn(logits.float(), masks)
+    for batch in batches:
+        text = adapter.tokenize(batch.prompts, learner.text_ctx)
+        loss = _step(adapter, learner, batch, text, loss_fn, optimizer, device, settings, forwards)
         if not torch.isfinite(loss):
             raise TrialFailed(f"non-finite training loss ({loss.item()})")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
         optimizer.step()
         preempt.check()  # after a whole step: the state of the last finished epoch is on disk
-        total += loss.item() * images.shape[0]
-        count += images.shape[0]
+        total += loss.item() * len(batch)
+        count += len(batch)
     return total / max(count, 1)
 
 
+def _step(adapter, learner, batch, text, loss_fn, optimizer, device, settings, forwards) -> torch.Tensor:
+    """Forward and backward of one batch (gradients left for ``optimizer.step``)."""
+    def run():
+        with autocast_for(device, settings.amp):
+            logits = forwards.logits(adapter, learner, batch, text)
+        loss = loss_fn(logits.float(), batch.masks)
+        optimizer.zero_grad(set_to_none=True)
+        if torch.isfinite(loss):
+            loss.backward()
+        return loss
+
+    if not forwards.untested:
+        return run()
+    try:  # the first compiled step: a backward that fails to compile falls back too
+        loss = run()
+    except torch.OutOfMemoryError:
+        raise
+    except Exception as err:  # noqa: BLE001
+        if not forwards.enabled:
+            raise
+        forwards.disable(err)
+        loss = run()
+    forwards.untested = False
+    return loss
+
+
 @torch.no_grad()
-def validate(adapter, learner, split: PreparedSplit, loss_fn, batch_size: int, device, amp: bool = True) -> tuple[float, float]:
-    """Mean loss and mean per-image Dice at the cached resolution (used for model selection)."""
+def _validate(adapter, learner, batches: Batches, loss_fn, device, amp: bool, forwards=None) -> tuple[float, float]:
     learner.eval()
     losses, dices = [], []
-    for batch in make_loader(split, batch_size, False, False, 0, 0):
-        images, masks = batch["image"].to(device), batch["mask"].to(device)
-        text = adapter.tokenize(list(batch["prompt"]), learner.text_ctx)
+    for batch in batches:
+        text = adapter.tokenize(batch.prompts, learner.text_ctx)
         with autocast_for(device, amp):
-            logits = adapter(images, text, learner).float()
-        losses.append(loss_fn(logits, masks).item() * images.shape[0])
-        dice, _ = dice_iou(torch.sigmoid(logits) > 0.5, masks > 0.5)
+            logits = (forwards.logits(adapter, learner, batch, text) if forwards is not None
+                      else logits_of(adapter, learner, batch, text)).float()
+        losses.append(loss_fn(logits, batch.masks).item() * len(batch))
+        dice, _ = dice_iou(torch.sigmoid(logits) > 0.5, batch.masks > 0.5)
         dices.append(dice.cpu())
     learner.train()
     n = sum(len(d) for d in dices)
@@ -207,22 +325,36 @@ def validate(adapter, learner, split: PreparedSplit, loss_fn, batch_size: int, d
     return val_loss, float(torch.cat(dices).mean()) if dices else float("nan")
 
 
+def validate(adapter, learner, split: PreparedSplit, loss_fn, batch_size: int, device, amp: bool = True,
+             features=None, workers: int = 0) -> tuple[float, float]:
+    """Mean loss and mean per-image Dice at the cached resolution (used for model selection).
+
+    ``features``: the split's :class:`tunevlseg.features.FeatureSplit` (cached image features) or None.
+    """
+    channels_last = prepare_adapter(adapter, device)
+    batches = Batches(split, batch_size, device, features=features, workers=workers, channels_last=channels_last)
+    return _validate(adapter, learner, batches, loss_fn, device, amp)
+
+
 @torch.no_grad()
 def evaluate_test(adapter, learner, split: PreparedSplit, batch_size: int, device=None, amp: bool = True,
-                  checkpoint: Path | None = None) -> list[dict]:
-    """Per-image Dice and IoU at threshold 0.5 at each image's original mask size."""
+                  checkpoint: Path | None = None, features=None, workers: int = 0) -> list[dict]:
+    """Per-image Dice and IoU at threshold 0.5 at each image's original mask size.
+
+    ``features``: the split's :class:`tunevlseg.features.FeatureSplit` (cached image features) or None.
+    """
     device = device or pick_device()
     if checkpoint is not None:
         load_trainable(learner, checkpoint)
-    adapter.to(device)
+    channels_last = prepare_adapter(adapter, device)
     learner.to(device).eval()
     rows = []
-    for batch in make_loader(split, batch_size, False, False, 0, 0):
-        images = batch["image"].to(device)
-        text = adapter.tokenize(list(batch["prompt"]), learner.text_ctx)
+    batches = Batches(split, batch_size, device, features=features, workers=workers, channels_last=channels_last)
+    for batch in batches:
+        text = adapter.tokenize(batch.prompts, learner.text_ctx)
         with autocast_for(device, amp):
-            logits = adapter(images, text, learner).float().cpu()
-        for logit, index in zip(logits, batch["index"].tolist()):
+            logits = logits_of(adapter, learner, batch, text).float().cpu()
+        for logit, index in zip(logits, batch.index.tolist()):
             target = torch.from_numpy(np.asarray(split.original_mask(index)) > 0)
             pred = logits_to_mask(logit, tuple(target.shape))
             dice, iou = dice_iou(pred[None], target[None])

@@ -1,0 +1,400 @@
+"""What a configured grid costs: time a few steps of each (model, method) here, multiply by the grid.
+
+``tunevlseg estimate --configfile workflow/presets/paper.yaml`` builds every configured model (its weights
+when they load — hub or file — else a random model of the same architecture: the cost of a step does
+not depend on the weights), times training steps, evaluation forwards and the frozen image encoder at
+the configured image sizes on the current device, and prints a per-cell table and the total::
+
+    total: N GPU-hours        (CPU-hours on a machine without CUDA)
+
+Per tuned cell: ``n_trials`` × ``epochs`` × (⌈train / batch⌉ training steps + validation forwards)
++ test forwards per trial, plus ``tuning.final_seeds`` − 1 retrainings of the best configuration; a
+cell on the frozen-feature cache (:mod:`tunevlseg.features`) trains on cached features (plus the live
+encoding of the 36 % of samples augmentation changes, unless ``training.cache_views`` stores views),
+and each cache is computed once (its own rows). Epochs are the maximum (early stopping and pruning
+only shorten them): an upper bound.
+
+Sample counts come from the prepared data when it exists (``results/prepared/<dataset>/<size>``),
+else from ``--samples DATASET=TRAIN,VAL,TEST``, else from :data:`APPROX_SAMPLES` (approximate counts
+of the releases, one sample per (image, class)), else ``n`` of a synthetic dataset.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import logging
+import math
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .methods import METHODS, get_method
+
+log = logging.getLogger(__name__)
+
+#: Approximate (train, val, test) samples of the registry's datasets when nothing is prepared yet: the
+#: release sizes with the registry's split rules, one sample per (image, class) for the multi-class ones
+#: (CAMUS: 3 structures × 4 images per patient; VOC, Cityscapes: the classes present per image, estimated).
+APPROX_SAMPLES = {
+    "kvasir": (800, 100, 100), "clinicdb": (490, 61, 61), "bkai": (800, 100, 100), "isic2016": (810, 90, 379),
+    "dfu2022": (1600, 200, 200), "busi": (624, 78, 78), "camus": (4800, 600, 600),
+    "chexlocalize": (840, 280, 280), "voc2012": (1980, 220, 2200), "cityscapes": (35000, 3700, 6500),
+}
+SYNTHETIC_FRACTIONS = (0.8, 0.1, 0.1)
+CLIP_VOCAB = 49408
+
+
+# ------------------------------------------------------------------------------ models to time
+def random_clipseg(image_size: int = 352):
+    """A random ``CIDAS/clipseg-rd64-refined``: ViT-B/16 (12 layers, 768) + text 12 × 512, reduce_dim 64,
+    extract layers [3, 6, 9], the refined (complex transposed convolution) decoder."""
+    from transformers import CLIPSegConfig, CLIPSegForImageSegmentation
+
+    from .models.clipseg import CLIPSegAdapter
+    from .models.standin import build_tokenizer
+
+    tokenizer = build_tokenizer(["polyp", "lesion"], max_length=77)
+    config = CLIPSegConfig(
+        text_config=dict(vocab_size=CLIP_VOCAB, hidden_size=512, intermediate_size=2048, num_hidden_layers=12,
+                         num_attention_heads=8, max_position_embeddings=77, pad_token_id=tokenizer.pad_token_id,
+                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id),
+        vision_config=dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
+                           image_size=224, patch_size=16),
+        projection_dim=512, reduce_dim=64, extract_layers=[3, 6, 9], decoder_num_attention_heads=4,
+        decoder_intermediate_size=2048, conditional_layer=0, use_complex_transposed_convolution=True)
+    torch.manual_seed(0)
+    return CLIPSegAdapter(CLIPSegForImageSegmentation(config), tokenizer)
+
+
+def random_cris(image_size: int = 416, backbone: str = "RN50"):
+    """A random CRIS (RN50 or RN101 CLIP backbone) at ``image_size``."""
+    from .models.cris import CRIS, CRISAdapter, CRISConfig
+    from .models.standin import build_tokenizer
+
+    torch.manual_seed(0)
+    cfg = (CRISConfig.rn101 if backbone == "RN101" else CRISConfig.rn50)(image_size=image_size)
+    return CRISAdapter(CRIS(cfg), build_tokenizer(["polyp", "lesion"], max_length=77), max_text_len=77)
+
+
+#: A random model of each registered model's public architecture (used when weights are unavailable).
+RANDOM_FULL_SIZE = {
+    "clipseg": lambda options: random_clipseg(options.get("image_size", 352)),
+    "cris": lambda options: random_cris(options.get("image_size", 416), options.get("backbone", "RN50")),
+}
+
+
+def timing_adapter(model: str, weights: str, options: dict, standin: dict | None = None):
+    """(frozen adapter, note): ``weights`` when they load, else a random model of the same architecture — the
+    demo stand-in's (``standin``: the config's ``models.<m>.standin``) or the public one."""
+    from .models.base import freeze
+    from .models.registry import build_standin, get_model, load_adapter
+
+    try:
+        return load_adapter(model, weights, options), f"weights {weights}"
+    except (FileNotFoundError, OSError, ValueError) as err:
+        why = str(err).splitlines()[0] if str(err) else type(err).__name__
+    if standin is not None:
+        from .models.standin import build_tokenizer
+
+        tokenizer = build_tokenizer(standin.get("vocabulary", ["polyp"]),
+                                    max_length=standin["arch"].get("max_text_length", 32))
+        adapter, note = build_standin(model, standin["arch"], tokenizer), f"random {model} stand-in"
+    else:
+        adapter = RANDOM_FULL_SIZE[model]({**get_model(model).default_options, **options})
+        note = f"random {model} of the public architecture"
+    freeze(adapter)
+    return adapter, f"{note} ({weights} unavailable: {why[:160]})"
+
+
+def timing_learner(adapter, method: str, settings: dict | None = None):
+    """The method's learner at the deepest searched depth, first choice of each categorical hyper-parameter."""
+    from .prompts import build_learner, learner_class
+
+    info = get_method(method)
+    settings = settings or {}
+    space, fixed = settings.get("search", info.search), settings.get("fixed", {})
+    hparams = {}
+    for name in info.hparams:
+        if name in fixed:
+            hparams[name] = fixed[name]
+        elif name in space:
+            spec = space[name]
+            hparams[name] = spec["choices"][0] if spec["type"] == "categorical" else (
+                (spec["low"] + spec["high"]) / 2 if spec["type"] == "float" else spec["low"])
+    kwargs = {"model": adapter.model} if info.trains_model else {}
+    depth = 0
+    if info.searches_depth:
+        depth = min(fixed.get("depth", space.get("depth", {}).get("high", 1)), learner_class(method).max_depth(adapter.dims))
+    return build_learner(method, adapter.dims, depth=depth, **hparams, **kwargs)
+
+
+# ------------------------------------------------------------------------------------- timing
+@dataclass
+class PairTiming:
+    """Seconds of one (model, method) at ``batch`` images: training steps with and without the cache, and
+    per image: evaluation forwards (with and without) and the frozen image encoder."""
+
+    model: str
+    method: str
+    batch: int
+    step_s: float
+    cached_step_s: float | None = None
+    eval_img_s: float = 0.0
+    cached_eval_img_s: float | None = None
+    encode_img_s: float | None = None
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timed_rounds(fns: dict, steps: int, device: torch.device, warmup: int = 1) -> dict:
+    """Median seconds of one call of each ``fns[name]()``, calling them in turn for ``warmup`` + ``steps``
+    rounds: interleaved, the measurements of one round share the machine's load (ratios between them hold
+    on a busy machine; the median resists spikes)."""
+    times = {name: [] for name in fns}
+    for round_ in range(warmup + max(steps, 1)):
+        for name, fn in fns.items():
+            _sync(device)
+            started = time.perf_counter()
+            fn()
+            _sync(device)
+            if round_ >= warmup:
+                times[name].append(time.perf_counter() - started)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def time_pair(adapter, method: str, size: int, batch: int, steps: int, device: torch.device, amp: bool = True,
+              settings: dict | None = None, cached: bool | None = None, model: str = "",
+              evaluation: bool = True) -> PairTiming:
+    """Time ``method`` on ``adapter`` with random ``batch`` × 3 × ``size`` × ``size`` images on ``device``.
+
+    ``cached`` (default: the method's image side is frozen) also times the step on precomputed features
+    and the frozen encoder; ``evaluation=False`` skips the evaluation forwards.
+    """
+    from .train.loop import TrainSettings, _optimizer, autocast_for, make_loss, prepare_adapter
+
+    info = get_method(method)
+    cached = info.frozen_image_side and info.tuned if cached is None else cached
+    if info.trains_model:  # its steps change the weights: time a copy, leave the caller's model as it was
+        adapter = copy.deepcopy(adapter)
+    gen = torch.Generator().manual_seed(0)
+    images = torch.rand(batch, 3, size, size, generator=gen).to(device)
+    masks = (torch.rand(batch, 1, size, size, generator=gen) > 0.5).float().to(device)
+    if prepare_adapter(adapter, device):  # as the training loop does: channels_last for CNN encoders on CUDA
+        images = images.contiguous(memory_format=torch.channels_last)
+    learner = timing_learner(adapter, method, settings).to(device)
+    text = adapter.tokenize(["polyp."] * batch, learner.text_ctx)
+    loss_fn = make_loss(TrainSettings())
+    trainable = [p for p in learner.parameters() if p.requires_grad]
+    optimizer = _optimizer(learner, TrainSettings()) if trainable else None
+
+    def train_step(forward):
+        with autocast_for(device, amp):
+            logits = forward()
+        loss = loss_fn(logits.float(), masks)
+        if optimizer is not None:
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+
+    @torch.no_grad()
+    def evaluate(forward):
+        with autocast_for(device, amp):
+            forward()
+
+    @torch.no_grad()
+    def encode():
+        with autocast_for(device, amp):
+            return adapter.encode_image(adapter.normalize(images), None, pooled=True)
+
+    full = lambda: adapter(images, text, learner)  # noqa: E731
+    train_fns, eval_fns = {"step": lambda: train_step(full)}, {"eval": lambda: evaluate(full)}
+    if cached:
+        features = encode()
+        features = type(features)(tuple(t.float() for t in features.maps),
+                                  features.pooled.float() if learner.uses_image_feature else None,
+                                  features.input_size)
+        frozen = lambda: adapter.forward_frozen(features, text, learner)  # noqa: E731
+        train_fns.update(cached_step=lambda: train_step(frozen), encode=encode)
+        eval_fns["cached_eval"] = lambda: evaluate(frozen)
+    learner.train()
+    t = _timed_rounds(train_fns, steps, device)
+    learner.eval()
+    e = _timed_rounds(eval_fns, steps, device) if evaluation else {}
+    out = PairTiming(model or type(adapter).__name__, method, batch, t["step"],
+                     eval_img_s=e.get("eval", math.nan) / batch)
+    if cached:
+        out.cached_step_s, out.encode_img_s = t["cached_step"], t["encode"] / batch
+        out.cached_eval_img_s = e.get("cached_eval", math.nan) / batch
+    return out
+
+
+# ---------------------------------------------------------------------------------- the grid
+def sample_counts(config: dict, dataset: str, size: int, overrides: dict) -> tuple[tuple[int, int, int], int, str]:
+    """((train, val, test) samples, distinct training images, source of the numbers)."""
+    from .cells import Layout
+
+    manifest = Path(Layout(config["results"]).prepared(dataset, size)) / "manifest.csv"
+    if manifest.is_file():
+        counts = {"train": 0, "val": 0, "test": 0}
+        images = set()
+        with open(manifest, newline="") as fh:
+            for row in csv.DictReader(fh):
+                counts[row["split"]] += 1
+                if row["split"] == "train":
+                    images.add(row.get("content_hash") or row["id"])
+        return (counts["train"], counts["val"], counts["test"]), len(images), "prepared"
+    if dataset in overrides:
+        counts = overrides[dataset]
+        return counts, counts[0], "--samples"
+    source = config["datasets"][dataset].get("source")
+    if source in APPROX_SAMPLES:
+        counts = APPROX_SAMPLES[source]
+        return counts, counts[0], "approx."
+    if source == "synthetic":
+        n = config["datasets"][dataset]["synthetic"]["n"]
+        counts = tuple(max(1, round(n * f)) for f in SYNTHETIC_FRACTIONS)
+        return counts, counts[0], "approx. (synthetic n)"
+    raise ValueError(f"estimate: no sample counts for dataset '{dataset}': prepare it or pass "
+                     f"--samples {dataset}=TRAIN,VAL,TEST")
+
+
+@dataclass
+class CellCost:
+    model: str
+    method: str
+    dataset: str
+    samples: tuple[int, int, int]
+    source: str
+    step_s: float
+    epochs: int
+    trials: int
+    seeds: int
+    cached: bool
+    hours: float
+
+
+def cell_cost(t: PairTiming, training: dict, tuning: dict, samples: tuple[int, int, int], cached: bool,
+              tuned: bool) -> tuple[float, float]:
+    """(seconds of the cell, seconds of one training step at the configured batch)."""
+    from .train.augment import Augment
+
+    n_train, n_val, n_test = samples
+    batch = training.get("batch_size", 32)
+    scale = batch / t.batch
+    if cached:
+        live = 0.0 if training.get("cache_views", 0) or not training.get("augment", True) else Augment().p_changed
+        step = t.cached_step_s * scale + live * batch * t.encode_img_s
+        eval_img = t.cached_eval_img_s
+    else:
+        step, eval_img = t.step_s * scale, t.eval_img_s
+    if not tuned:
+        return (n_val + n_test) * eval_img, step
+    epochs = training.get("epochs", 20)
+    one_training = epochs * (math.ceil(n_train / batch) * step + n_val * eval_img) + n_test * eval_img
+    runs = tuning.get("n_trials", 20) + max(0, tuning.get("final_seeds", 1) - 1)
+    return runs * one_training, step
+
+
+def load_config(path: Path) -> dict:
+    """A workflow config with the schema's defaults filled in and the workflow's own checks applied."""
+    import yaml
+    from snakemake.utils import validate
+
+    from .config import check_config
+
+    if not path.is_file():
+        raise FileNotFoundError(f"config file not found: {path}")
+    config = yaml.safe_load(path.read_text()) or {}
+    validate(config, str(Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"))
+    check_config(config, str(path))
+    return config
+
+
+def parse_samples(items: list[str]) -> dict:
+    out = {}
+    for item in items:
+        name, _, counts = item.partition("=")
+        try:
+            values = tuple(int(v) for v in counts.split(","))
+        except ValueError:
+            values = ()
+        if not name or len(values) != 3:
+            raise ValueError(f"--samples {item!r}: expected DATASET=TRAIN,VAL,TEST")
+        out[name] = values
+    return out
+
+
+def estimate_from_config(path: Path, steps: int = 3, device: str | None = None, batch_size: int | None = None,
+                         samples: list[str] | None = None, out=print) -> float:
+    """Time, multiply, print the table; returns the total hours."""
+    from .config import make_grid, model_options, model_size, training_settings, uses_feature_cache, weights_value
+    from .train.loop import pick_device
+
+    config = load_config(Path(path))
+    overrides = parse_samples(samples or [])
+    dev = pick_device(device or config.get("device", "auto"))
+    unit = "GPU" if dev.type == "cuda" else "CPU"
+    timing_batch = batch_size or (config["training"].get("batch_size", 32) if dev.type == "cuda" else 2)
+    grid = make_grid(config)
+    tuning = config.get("tuning", {})
+    out(f"estimate of {path} on {dev} ({torch.get_num_threads()} threads), timing batch {timing_batch}, "
+        f"{steps} steps per measurement; times scaled per image to the configured batch")
+    timings, notes = {}, []
+    for model in grid.models:
+        standin = config["models"][model].get("standin") if config["models"][model]["weights"] == "standin" else None
+        adapter, note = timing_adapter(model, weights_value(config, model), model_options(config, model), standin)
+        notes.append(f"{model}: {note}")
+        size = model_size(config, model)
+        for m, method in grid.pairs():
+            if m != model:
+                continue
+            started = time.perf_counter()
+            settings = (config.get("methods") or {}).get(method)
+            amp = training_settings(config, method).get("amp", True)
+            timings[(model, method)] = time_pair(adapter, method, size, timing_batch, steps, dev, amp, settings,
+                                                 cached=uses_feature_cache(config, method), model=model)
+            log.info("timed %s · %s in %.0f s", model, method, time.perf_counter() - started)
+        del adapter
+    for note in notes:
+        out(f"  {note}")
+    header = (f"{'model':<8} {'method':<17} {'dataset':<13} {'train/val/test':>18} {'counts':<8} "
+              f"{'s/step':>8} {'epochs':>6} {'runs':>5} {'cache':>5} {unit + '-h':>8}")
+    out(header)
+    out("-" * len(header))
+    total = 0.0
+    feature_jobs = {}
+    for model, method, dataset in grid.cells():
+        training = training_settings(config, method)
+        info = METHODS[method]
+        size = model_size(config, model)
+        counts, images, source = sample_counts(config, dataset, size, overrides)
+        cached = uses_feature_cache(config, method)
+        seconds, step = cell_cost(timings[(model, method)], training, tuning, counts, cached, info.tuned)
+        if cached:
+            views = config["training"].get("cache_views", 0)
+            t = timings[(model, method)]
+            feature_jobs[(model, dataset)] = (images * (1 + views) + counts[1] + counts[2]) * t.encode_img_s
+        runs = tuning.get("n_trials", 20) + max(0, tuning.get("final_seeds", 1) - 1) if info.tuned else 0
+        hours = seconds / 3600
+        total += hours
+        split = "/".join(map(str, counts))
+        out(f"{model:<8} {method:<17} {dataset:<13} {split:>18} {source:<8.8} {step:>8.2f} "
+            f"{training.get('epochs', 20) if info.tuned else 0:>6} {runs:>5} {'yes' if cached else 'no':>5} "
+            f"{hours:>8.2f}")
+    for (model, dataset), seconds in feature_jobs.items():
+        total += seconds / 3600
+        out(f"{model:<8} {'(features)':<17} {dataset:<13} {'':>18} {'':<8} {'':>8} {'':>6} {'':>5} {'':>5} "
+            f"{seconds / 3600:>8.2f}")
+    out(f"total: {total:.1f} {unit}-hours")
+    return total
+
+
+__all__ = ["APPROX_SAMPLES", "PairTiming", "RANDOM_FULL_SIZE", "cell_cost", "estimate_from_config", "load_config",
+           "random_clipseg", "random_cris", "sample_counts", "time_pair", "timing_adapter", "timing_learner"]

@@ -1,0 +1,97 @@
+"""tunevlseg estimate: the grid arithmetic, the sample counts, the random full-size models, the printed table."""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from tunevlseg import estimate
+from tunevlseg.estimate import PairTiming, cell_cost, estimate_from_config, parse_samples, sample_counts
+from tunevlseg.models.registry import REGISTRY
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+def test_cell_cost_is_trials_times_epochs_times_steps_plus_evaluation():
+    t = PairTiming("clipseg", "coop", batch=2, step_s=1.0, cached_step_s=0.1, eval_img_s=0.2,
+                   cached_eval_img_s=0.01, encode_img_s=0.05)
+    training = {"batch_size": 4, "epochs": 3, "augment": True, "cache_views": 0}
+    tuning = {"n_trials": 5, "final_seeds": 3}
+    seconds, step = cell_cost(t, training, tuning, (10, 4, 6), cached=False, tuned=True)
+    assert step == 2.0  # 1 s at batch 2 → 2 s at batch 4
+    one = 3 * (math.ceil(10 / 4) * 2.0 + 4 * 0.2) + 6 * 0.2
+    assert seconds == pytest.approx((5 + 2) * one)  # 5 trials + 2 more seeds of the best
+    seconds, step = cell_cost(t, training, tuning, (10, 4, 6), cached=True, tuned=True)
+    assert step == pytest.approx(0.2 + 0.36 * 4 * 0.05)  # + live encoding of the changed 36 %
+    assert seconds == pytest.approx(7 * (3 * (3 * step + 4 * 0.01) + 6 * 0.01))
+    _, step = cell_cost(t, {**training, "cache_views": 2}, tuning, (10, 4, 6), cached=True, tuned=True)
+    assert step == pytest.approx(0.2)  # stored views: nothing encoded live
+    seconds, _ = cell_cost(t, training, tuning, (10, 4, 6), cached=False, tuned=False)
+    assert seconds == pytest.approx(10 * 0.2)  # zero-shot: one evaluation of val + test
+
+
+def test_sample_counts_prefer_prepared_data(make_prepared, tmp_path):
+    prepared = make_prepared("shapes", n=10, seed=1)
+    results = tmp_path / "results"
+    (results / "prepared" / "shapes").mkdir(parents=True)
+    (results / "prepared" / "shapes" / "32").symlink_to(prepared)
+    config = {"results": str(results), "datasets": {"shapes": {"source": "synthetic", "synthetic": {"n": 10}},
+                                                  "kvasir": {"source": "kvasir"}, "mine": {"source": "busi"}}}
+    counts, images, source = sample_counts(config, "shapes", 32, {})
+    assert source == "prepared" and sum(counts) == 20 and images == counts[0] // 2  # two samples per image
+    assert sample_counts(config, "kvasir", 352, {}) == ((800, 100, 100), 800, "approx.")
+    assert sample_counts(config, "mine", 352, parse_samples(["mine=7,2,1"]))[0] == (7, 2, 1)
+    with pytest.raises(ValueError, match="expected DATASET=TRAIN,VAL,TEST"):
+        parse_samples(["mine=7,2"])
+
+
+@pytest.mark.parametrize("model", REGISTRY)
+def test_every_model_has_a_random_full_size_architecture(model):
+    adapter = estimate.RANDOM_FULL_SIZE[model]({"image_size": 64})
+    dims = adapter.dims
+    assert dims.max_text_depth == 12 and dims.text_width == 512
+    if model == "clipseg":  # rd64-refined: ViT-B/16, reduce_dim 64, extract layers 3, 6, 9, refined decoder
+        cfg = adapter.model.config
+        assert (cfg.vision_config.patch_size, cfg.vision_config.hidden_size, cfg.reduce_dim) == (16, 768, 64)
+        assert list(cfg.extract_layers) == [3, 6, 9] and cfg.use_complex_transposed_convolution
+        assert dims.max_vision_depth == 10
+    else:  # CRIS-R50
+        assert adapter.model.cfg.layers == (3, 4, 6, 3) and dims.image_feature_dim == 1024
+    with torch.no_grad():
+        logits = adapter(torch.rand(1, 3, 64, 64), adapter.tokenize(["polyp."]))
+    assert logits.shape == (1, 1, 64, 64)
+
+
+def test_estimate_prints_a_row_per_cell_and_the_total(tmp_path, monkeypatch, one_thread):
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    config["results"] = str(tmp_path / "results")
+    config["benchmark"].update(methods=["zeroshot", "coop", "vpt"], datasets=["tissue"])
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    monkeypatch.setattr(estimate, "load_config", lambda p: _with_defaults(yaml.safe_load(Path(p).read_text())))
+    lines = []
+    total = estimate_from_config(path, steps=1, device="cpu", out=lines.append)
+    rows = [line.split() for line in lines if line.split() and line.split()[0] in REGISTRY]
+    cells = [r for r in rows if r[1] != "(features)"]
+    assert {(r[0], r[1]) for r in cells} == {("clipseg", "zeroshot"), ("clipseg", "coop"), ("clipseg", "vpt"),
+                                            ("cris", "zeroshot"), ("cris", "coop")}
+    features = [r for r in rows if r[1] == "(features)"]
+    assert {r[0] for r in features} == {"clipseg", "cris"}  # one cache per model and dataset
+    coop = next(r for r in cells if r[:2] == ["clipseg", "coop"])
+    assert coop[-2] == "yes" and coop[-3] == str(config["tuning"]["n_trials"] + 1)  # trials + 1 more seed
+    assert sum(float(r[-1]) for r in rows) == pytest.approx(total, abs=0.01 * len(rows))
+    assert re.fullmatch(r"total: \d+\.\d CPU-hours", lines[-1])
+    assert "random clipseg stand-in" in "\n".join(lines)
+
+
+def _with_defaults(config):
+    from snakemake.utils import validate
+
+    validate(config, str(REPO / "workflow" / "schemas" / "config.schema.yaml"))
+    config["tuning"]["final_seeds"] = 2  # the lead's key (multi-seed retraining): not in this schema yet
+    return config
