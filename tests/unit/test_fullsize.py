@@ -13,7 +13,8 @@ from tunevlseg.methods import METHODS
 from tunevlseg.models.base import freeze
 from tunevlseg.models.registry import supported_methods
 from tunevlseg.prompts import learner_class
-from tunevlseg.train.loop import TrainSettings, _optimizer, _train_epoch, make_loss
+from tunevlseg.train.batches import DeviceBatch
+from tunevlseg.train.loop import Forwards, TrainSettings, _optimizer, _train_epoch, make_loss
 from tunevlseg.tune import CellSpec, make_learner
 
 pytestmark = pytest.mark.slow
@@ -88,11 +89,13 @@ def _one_step(adapter, size, method, batch_size=1):
     generator = torch.Generator().manual_seed(0)
     mask = torch.zeros(batch_size, 1, size, size)
     mask[..., size // 4: size // 2, size // 4: size // 2] = 1.0
-    batch = {"image": torch.rand(batch_size, 3, size, size, generator=generator), "mask": mask,
-             "prompt": ["a polyp.", "a skin lesion."][:batch_size]}  # distinct: BatchNorm of equal rows is flat
+    batch = DeviceBatch(images=torch.rand(batch_size, 3, size, size, generator=generator), masks=mask,
+                        prompts=["a polyp.", "a skin lesion."][:batch_size],  # distinct: BatchNorm of equal rows is flat
+                        index=torch.arange(batch_size))
     settings = TrainSettings(lr=1e-3, weight_decay=1e-4, amp=False, progress=False)
     optimizer = _optimizer(learner, settings)  # the trials' AdamW with its weight-decay groups
-    loss = _train_epoch(adapter, learner, [batch], make_loss(settings), optimizer, torch.device("cpu"), settings)
+    loss = _train_epoch(adapter, learner, [batch], make_loss(settings), optimizer, torch.device("cpu"), settings,
+                        Forwards(adapter, False))
     assert math.isfinite(loss) and loss > 0
     moved = {name for name, p in trainable.items() if not torch.equal(p.detach(), before[name])}
     if method == "finetune":  # weights the forward never uses get no gradient and keep their values
