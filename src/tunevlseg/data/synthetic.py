@@ -154,6 +154,83 @@ def generate_shapes(out_dir: Path, n: int, image_size: int, rng: np.random.Gener
     return rows
 
 
+PATTERNS = ("flat", "checker", "stripes")
+
+
+def _pattern(kind: str, yy: np.ndarray, xx: np.ndarray, period: int) -> np.ndarray:
+    """A zero-mean ±1 pattern of ``period`` pixels: ``flat`` (zeros), ``checker`` or ``stripes``."""
+    if kind == "flat":
+        return np.zeros(yy.shape, np.float32)
+    if kind not in PATTERNS:
+        raise ValueError(f"pattern must be one of {PATTERNS}, got {kind!r}")
+    half = max(1, period // 2)
+    a = (yy.astype(int) // half) % 2
+    if kind == "stripes":
+        return (2.0 * a - 1.0).astype(np.float32)
+    b = (xx.astype(int) // half) % 2
+    return (2.0 * (a ^ b) - 1.0).astype(np.float32)
+
+
+def _colour(value) -> np.ndarray:
+    return np.asarray(DISC_COLOURS[value] if isinstance(value, str) else value, np.float32)
+
+
+def generate_discs(
+    out_dir: Path,
+    n: int,
+    image_size: int,
+    rng: np.random.Generator,
+    target_rgb="white",
+    target_pattern: str = "flat",
+    pattern_contrast: float = 100.0,
+    pattern_period: int = 2,
+    distractor_rgb=("red", "green", "blue"),
+    distractor_pattern: str = "flat",
+    phrase: str = "white disc",
+    distractor_prob: float = 1.0,
+    empty_fraction: float = 0.0,
+    gain=(1.0, 1.0, 1.0),
+    offset=(0.0, 0.0, 0.0),
+) -> list[dict]:
+    """The ``shapes`` scene (textured background, disc-like objects) with one target and one distractor.
+
+    Target: a disc of mean colour ``target_rgb`` (a name of ``DISC_COLOURS`` or RGB) overlaid with
+    ``target_pattern`` (``flat``, ``checker`` or ``stripes``) of amplitude ``pattern_contrast`` and
+    period ``pattern_period`` pixels; distractor (with ``distractor_prob``): a disc of one of
+    ``distractor_rgb`` (picked per image) with ``distractor_pattern``. Prompt ``phrase``. Two
+    demo targets come from it: a *look* shift (a known word, e.g. "white disc", on a pattern
+    the stand-in never saw, next to a flat disc of the same mean colour) and a *word* shift
+    (the pretraining look, a word the stand-in never saw with a mask).
+    """
+    s = image_size
+    yy, xx = _grid(s)
+    looks = [(target_rgb, target_pattern)] + [(c, distractor_pattern) for c in distractor_rgb]
+    patterns = {p: _pattern(p, yy, xx, pattern_period) for _, p in looks}
+    empty = set(rng.permutation(n)[: round(empty_fraction * n)].tolist())
+    rows = []
+    for i in range(n):
+        base = (120.0 + rng.uniform(-25, 25, 3)).astype(np.float32)
+        img = base + 22.0 * smooth_noise(rng, (s, s), 4, 1) + 10.0 * smooth_noise(rng, (s, s), 6, 3)
+        radii = list(rng.uniform(0.12, 0.22, 2) * s)
+        centres, _ = _place(rng, s, radii)
+        present = [i not in empty, rng.random() < distractor_prob]
+        look = [looks[0], looks[1 + int(rng.integers(len(distractor_rgb)))]]
+        mask = np.zeros((s, s), bool)
+        for k in (1, 0):  # distractor first, target last
+            disc = (yy - centres[k][0]) ** 2 + (xx - centres[k][1]) ** 2 <= radii[k] ** 2
+            if not present[k]:
+                continue
+            rgb, pattern = look[k]
+            pixels = _colour(rgb) + rng.integers(-20, 21, 3) + pattern_contrast * patterns[pattern][disc][:, None]
+            img[disc] = pixels
+            if k == 0:
+                mask = disc
+        img = img * np.asarray(gain, np.float32) + np.asarray(offset, np.float32)
+        img += 3.0 * rng.standard_normal(img.shape, dtype=np.float32)
+        rows.append(_write_2d(out_dir, i, img, mask, phrase))
+    return rows
+
+
 def generate_tissue(
     out_dir: Path,
     n: int,
@@ -246,6 +323,7 @@ def generate_ctvolumes(
 
 GENERATORS: dict[str, Callable[..., list[dict]]] = {
     "shapes": generate_shapes,
+    "discs": generate_discs,
     "tissue": generate_tissue,
     "ctvolumes": generate_ctvolumes,
 }

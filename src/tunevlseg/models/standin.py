@@ -39,7 +39,11 @@ def build_standin(arch: dict, tokenizer):
     ``arch`` keys: image_size, patch_size, vision_width, vision_layers, vision_heads,
     text_width, text_layers, text_heads, projection_dim, reduce_dim, extract_layers,
     and optionally conditional_layer (the decoder block that receives the FiLM
-    conditioning; default 0 as in the public weights).
+    conditioning; default 0 as in the public weights) and vision_attention_init (> 0:
+    the vision encoder's query and key projections start from N(0, (g / sqrt(width))²)
+    instead of the stock init, whose attention logits are so small that a tiny model trained
+    for minutes keeps near-uniform attention — then appended vision prompts can only add
+    one offset to every token, unlike in pretrained CLIP, whose attention is content-dependent).
     """
     from transformers import CLIPSegConfig, CLIPSegForImageSegmentation
 
@@ -73,7 +77,18 @@ def build_standin(arch: dict, tokenizer):
         conditional_layer=arch.get("conditional_layer", 0),
         use_complex_transposed_convolution=False,
     )
-    return CLIPSegForImageSegmentation(config)
+    model = CLIPSegForImageSegmentation(config)
+    gain = float(arch.get("vision_attention_init", 0) or 0)
+    if gain > 0:
+        import torch
+
+        generator = torch.Generator().manual_seed(int(arch.get("init_seed", 0)))
+        std = gain / arch["vision_width"] ** 0.5
+        with torch.no_grad():
+            for layer in model.clip.vision_model.encoder.layers:
+                for proj in (layer.self_attn.q_proj, layer.self_attn.k_proj):
+                    proj.weight.copy_(torch.randn(proj.weight.shape, generator=generator) * std)
+    return model
 
 
 def save_standin(model, tokenizer, out_dir: Path) -> None:
