@@ -97,7 +97,7 @@ def test_atomic_dir_replaces_only_on_success(tmp_path):
 
 
 def test_generators_registry():
-    assert set(GENERATORS) == {"shapes", "tissue", "ctvolumes"}
+    assert set(GENERATORS) == {"shapes", "discs", "tissue", "ctvolumes"}
     with pytest.raises(ValueError, match="unknown synthetic kind"):
         write_synthetic("nope", Path("unused"), 1, 64, 0)
 
