@@ -171,3 +171,39 @@ def test_text_truncation_keeps_room_for_context(tiny_adapter):
     assert batch.input_ids[0, batch.eot_index[0]] == tiny_adapter.tokenizer.eos_token_id
 
 
+
+
+def test_standin_vision_attention_init_sharpens_attention():
+    """``vision_attention_init``: q/k weights N(0, (g / sqrt(width))²), seeded; stock init otherwise.
+
+    With g = 2 the random model's first-layer attention is far from uniform (the stock init's
+    logits are ~0.1: uniform attention, so appended vision prompts could only add one offset).
+    """
+    from tests.conftest import TINY_ARCH, TINY_WORDS
+    from tunevlseg.models.standin import build_standin, build_tokenizer
+
+    tokenizer = build_tokenizer(TINY_WORDS)
+    width = TINY_ARCH["vision_width"]
+
+    def entropy(model) -> float:
+        vm = model.clip.vision_model
+        x = vm.pre_layrnorm(vm.embeddings(torch.randn(2, 3, TINY_ARCH["image_size"], TINY_ARCH["image_size"],
+                                                     generator=torch.Generator().manual_seed(0))))
+        at, h = vm.encoder.layers[0].self_attn, vm.encoder.layers[0].layer_norm1(x)
+        heads, d = at.num_heads, width // at.num_heads
+        q = at.q_proj(h).view(2, -1, heads, d).transpose(1, 2) * at.scale
+        k = at.k_proj(h).view(2, -1, heads, d).transpose(1, 2)
+        w = (q @ k.transpose(-1, -2)).softmax(-1)
+        return float(-(w * w.clamp_min(1e-12).log()).sum(-1).mean()), x.shape[1]
+
+    torch.manual_seed(0)
+    stock = build_standin(TINY_ARCH, tokenizer)
+    sharp = build_standin({**TINY_ARCH, "vision_attention_init": 2.0}, tokenizer)
+    again = build_standin({**TINY_ARCH, "vision_attention_init": 2.0}, tokenizer)
+    q = sharp.clip.vision_model.encoder.layers[1].self_attn.q_proj.weight
+    assert float(q.std()) == pytest.approx(2.0 / width**0.5, rel=0.1)
+    assert float(stock.clip.vision_model.encoder.layers[1].self_attn.q_proj.weight.std()) < 0.5 * float(q.std())
+    assert torch.equal(q, again.clip.vision_model.encoder.layers[1].self_attn.q_proj.weight)
+    (h_stock, tokens), (h_sharp, _) = entropy(stock), entropy(sharp)
+    uniform = float(torch.log(torch.tensor(float(tokens))))
+    assert h_stock > 0.97 * uniform and h_sharp < 0.9 * uniform, (h_stock, h_sharp, uniform)
