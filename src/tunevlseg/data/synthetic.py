@@ -112,15 +112,13 @@ def _write_2d(out_dir: Path, i: int, image: np.ndarray, mask: np.ndarray, phrase
 
 
 def generate_shapes(out_dir: Path, n: int, image_size: int, rng: np.random.Generator, colours=None,
-                    both_targets: bool = True, generic_fraction: float = 0.0) -> list[dict]:
+                    both_targets: bool = True) -> list[dict]:
     """Two discs differing only in colour; target = one of them, phrase ``"<colour> disc"``.
 
     With ``both_targets`` (default) every image is listed twice, once per disc,
     with that disc's mask and phrase (like one sample per class in VOC): the
     same pixels then need different masks, so a model can only lower its loss by
     reading the prompt. Without it, one disc is drawn as the single target.
-    ``generic_fraction`` of the images (with ``both_targets``) get a third row, the bare class
-    noun ``"disc"`` with both discs as mask (as "person" names every person in VOC).
     """
     colours = list(colours or DISC_COLOURS)
     unknown = [c for c in colours if c not in DISC_COLOURS]
@@ -153,10 +151,6 @@ def generate_shapes(out_dir: Path, n: int, image_size: int, rng: np.random.Gener
             _save_png(discs[k].astype(np.uint8) * 255, out_dir / "masks" / f"{sid}_{colour}.png")
             rows.append({"id": f"{sid}_{colour}", "image": f"images/{sid}.png", "mask": f"masks/{sid}_{colour}.png",
                          "phrase": f"{colour} disc", "group": sid})
-        if generic_fraction and rng.random() < generic_fraction:
-            _save_png((discs[0] | discs[1]).astype(np.uint8) * 255, out_dir / "masks" / f"{sid}_disc.png")
-            rows.append({"id": f"{sid}_disc", "image": f"images/{sid}.png", "mask": f"masks/{sid}_disc.png",
-                         "phrase": "disc", "group": sid})
     return rows
 
 
