@@ -19,12 +19,12 @@ from optuna.storages.journal import JournalFileBackend
 
 from tests.integration.test_workflow import REPO, SNAKEMAKE, reduced_config, snakemake, write_config
 
-CELL = "results/cells/clipseg/coop/tissue"
+CELL = "results/cells/clipseg/coop/newlook"
 
 
 def small_config() -> dict:
     cfg = reduced_config()
-    cfg["benchmark"].update(models=["clipseg"], methods=["zeroshot", "coop"], datasets=["tissue"])
+    cfg["benchmark"].update(models=["clipseg"], methods=["zeroshot", "coop"], datasets=["newlook"])
     cfg["tuning"]["n_trials"] = 2
     cfg["training"].update(epochs=6, early_stopping_patience=6)
     return cfg
@@ -95,10 +95,10 @@ def test_sigterm_and_kill_9_then_retries_give_the_uninterrupted_table(uninterrup
             proc.send_signal(signal.SIGINT)
             proc.wait(timeout=60)
     assert proc.returncode == 0, stderr[-4000:]
-    log = (workdir / "results/logs/tune/clipseg.coop.tissue.log").read_text()
+    log = (workdir / "results/logs/tune/clipseg.coop.newlook.log").read_text()
     assert "trial 1 was interrupted: resuming it" in log  # the last attempt adopted trial 1
     storage = JournalStorage(JournalFileBackend(str(workdir / CELL / "study.journal")))
-    trials = optuna.load_study(study_name="clipseg.coop.tissue", storage=storage).get_trials()
+    trials = optuna.load_study(study_name="clipseg.coop.newlook", storage=storage).get_trials()
     assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]
     assert trials[0].user_attrs["crashes"] == 0  # adopted after a clean stop (SIGTERM)
     assert trials[1].user_attrs["crashes"] == 1  # adopted after kill -9

@@ -30,7 +30,8 @@ def reduced_config() -> dict:
     """The demo config shrunk to seconds per job."""
     cfg = yaml.safe_load((REPO / "config.yaml").read_text())
     cfg["datasets"]["shapes"]["synthetic"]["n"] = 160
-    cfg["datasets"]["tissue"]["synthetic"]["n"] = 60
+    cfg["datasets"]["newlook"]["synthetic"]["n"] = 60
+    cfg["datasets"]["newword"]["synthetic"]["n"] = 60
     cfg["datasets"]["ctvolumes"]["synthetic"]["n"] = 6
     for model in cfg["models"].values():
         model["standin"].update(epochs=2, min_grounding_gap=-1.0)
@@ -99,7 +100,7 @@ def test_table_has_every_cell(demo_run):
 
 def test_cell_outputs_and_provenance(demo_run):
     workdir, cfg = demo_run
-    cell = workdir / "results/cells/clipseg/vpt/tissue"
+    cell = workdir / "results/cells/clipseg/vpt/newlook"
     trials = pd.read_csv(cell / "trials.csv")
     assert (trials["state"] == "COMPLETE").sum() == cfg["tuning"]["n_trials"]
     assert trials["depth"].between(1, 4).all()
@@ -172,15 +173,15 @@ def test_more_final_seeds_schedule_only_the_new_replicates(demo_run):
 def test_seed_replicates_feed_the_tables(demo_run):
     workdir, cfg = demo_run
     table = pd.read_csv(workdir / "results/tables/dice.csv")
-    assert {"tissue_ci_low", "tissue_ci_high", "n_seeds"} <= set(table.columns)
+    assert {"newlook_ci_low", "newlook_ci_high", "n_seeds"} <= set(table.columns)
     tuned = table["method"] != "zeroshot"
     assert (table.loc[tuned, "n_seeds"] == cfg["tuning"]["final_seeds"]).all()
     assert (table.loc[~tuned, "n_seeds"] == 1).all()
-    assert (table["tissue_ci_low"] <= table["tissue_mean"]).all() and (table["tissue_mean"] <= table["tissue_ci_high"]).all()
-    cell = workdir / "results/cells/clipseg/coop/tissue"
+    assert (table["newlook_ci_low"] <= table["newlook_mean"]).all() and (table["newlook_mean"] <= table["newlook_ci_high"]).all()
+    cell = workdir / "results/cells/clipseg/coop/newlook"
     seeds = [pd.read_csv(cell / "seeds" / str(r) / "test_metrics.csv") for r in range(cfg["tuning"]["final_seeds"])]
     coop = table[(table["model"] == "clipseg") & (table["method"] == "coop")].iloc[0]
-    assert coop["tissue_mean"] == pytest.approx(np.mean([s["dice"].mean() for s in seeds]))
+    assert coop["newlook_mean"] == pytest.approx(np.mean([s["dice"].mean() for s in seeds]))
     pairwise = pd.read_csv(workdir / "results/tables/pairwise.csv")
     assert {"p", "p_holm", "effect_size"} <= set(pairwise.columns) and (pairwise["p_holm"] >= pairwise["p"]).all()
     cost = pd.read_csv(workdir / "results/tables/cost.csv")
@@ -239,7 +240,7 @@ def test_partial_report_marks_unfinished_cell_and_never_schedules_cells(demo_run
     full = pd.read_csv(workdir / "results/tables/dice.csv", index_col=0)
     partial = pd.read_csv(tmp_path / "results/partial/tables/dice.csv", index_col=0)
     assert partial.loc["clipseg · vpt", ["ctvolumes_mean", "ctvolumes_std"]].isna().all()
-    assert partial.loc["clipseg · vpt", "tissue_mean"] == full.loc["clipseg · vpt", "tissue_mean"]
+    assert partial.loc["clipseg · vpt", "newlook_mean"] == full.loc["clipseg · vpt", "newlook_mean"]
     others = dict(index="clipseg · vpt", columns="mean")
     pd.testing.assert_frame_equal(partial.drop(**others), full.drop(**others))
     md = (tmp_path / "results/partial/tables/dice.md").read_text()
@@ -252,7 +253,7 @@ def test_partial_report_marks_unfinished_cell_and_never_schedules_cells(demo_run
 
 @pytest.mark.parametrize("edit,expected", [
     (lambda c: c["benchmark"]["methods"].append("coopp"), ["coopp", "coop", "vpt"]),
-    (lambda c: c["benchmark"]["datasets"].append("kvasirr"), ["kvasirr", "benchmark.datasets", "tissue"]),
+    (lambda c: c["benchmark"]["datasets"].append("kvasirr"), ["kvasirr", "benchmark.datasets", "newlook"]),
     (lambda c: c["methods"]["vpt"]["search"]["lr"].update(high=5.0), ["lr", "high", "5.0"]),
     (lambda c: c["benchmark"]["models"].append("crisp"), ["crisp", "clipseg"]),
     (lambda c: c["benchmark"].update(models=["cris"], methods=["vpt", "maple"]), ["no model supports", "cris"]),
@@ -295,7 +296,7 @@ def test_paths_with_spaces_are_quoted_in_every_job(tmp_path):
 # Last: it leaves the cell's recorded n_trials different from the config.
 def test_more_trials_resume_the_study(demo_run):
     workdir, cfg = demo_run
-    cell = workdir / "results/cells/clipseg/coop/tissue"
+    cell = workdir / "results/cells/clipseg/coop/newlook"
     before = {p.parent.name: p.stat().st_mtime_ns for p in (cell / "trials").glob("*/epochs.csv")}
     changed = copy.deepcopy(cfg)
     changed["tuning"]["n_trials"] = 3

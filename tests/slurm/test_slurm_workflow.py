@@ -54,7 +54,7 @@ pytestmark = pytest.mark.skipif(_PROBLEM is not None, reason=str(_PROBLEM))
 def slurm_config() -> dict:
     """The reduced demo shrunk to one dataset and two cells; the coop cell split over two workers."""
     cfg = reduced_config()
-    cfg["benchmark"].update(models=["clipseg"], methods=["zeroshot", "coop"], datasets=["tissue"])
+    cfg["benchmark"].update(models=["clipseg"], methods=["zeroshot", "coop"], datasets=["newlook"])
     cfg["tuning"].update(n_trials=3, workers_per_cell=2)
     cfg["training"].update(epochs=5, early_stopping_patience=5)  # long enough to be preempted mid-trial
     return cfg
@@ -100,7 +100,7 @@ def next_epoch(state: Path) -> int:
 
 def preempt_one_worker(workdir: Path, epochs: int, proc: subprocess.Popen, timeout: float = 600) -> str:
     """SIGTERM, like a preemption, the SLURM job of a worker mid-way through a trial; return the job id."""
-    trials = workdir / "results/cells/clipseg/coop/tissue/trials"
+    trials = workdir / "results/cells/clipseg/coop/newlook/trials"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert proc.poll() is None, "snakemake ended before a worker could be preempted"
@@ -159,7 +159,7 @@ def test_every_job_went_through_slurm_with_its_resources(slurm_run):
     assert len(logs.get("tune_worker", [])) == cfg["tuning"]["workers_per_cell"] + 1
     assert len(logs.get("pretrain_standin", [])) == 1 and len(logs.get("aggregate", [])) == 1
     assert len(logs.get("retrain", [])) == cfg["tuning"]["final_seeds"] - 1  # coop's seed replicates
-    assert len(logs.get("synth", [])) == 2 and len(logs.get("prepare", [])) == 2  # shapes + tissue
+    assert len(logs.get("synth", [])) == 2 and len(logs.get("prepare", [])) == 2  # shapes + newlook
     for rule, paths in logs.items():
         for path in paths:
             job_id = re.fullmatch(r"(\d+)\.log", path.name)
@@ -179,9 +179,9 @@ def test_preempted_worker_was_retried_and_resumed_its_trial(slurm_run):
     workdir, cfg, preempted = slurm_run
     failed_log = next(p for p in slurm_logs(workdir)["tune_worker"] if p.stem == preempted)
     assert "Error in rule tune_worker" in failed_log.read_text()
-    cell = workdir / "results/cells/clipseg/coop/tissue"
+    cell = workdir / "results/cells/clipseg/coop/newlook"
     storage = JournalStorage(JournalFileBackend(str(cell / "study.journal")))
-    trials = optuna.load_study(study_name="clipseg.coop.tissue", storage=storage).get_trials()
+    trials = optuna.load_study(study_name="clipseg.coop.newlook", storage=storage).get_trials()
     adopted = [t for t in trials if "crashes" in t.user_attrs]
     assert len(adopted) == 1 and adopted[0].user_attrs["crashes"] == 0  # resumed after a clean stop
     assert [t.state.name for t in trials] == ["COMPLETE"] * cfg["tuning"]["n_trials"]
@@ -191,8 +191,8 @@ def test_table_is_complete(slurm_run):
     workdir, cfg, _ = slurm_run
     table = pd.read_csv(workdir / "results/tables/dice.csv")
     assert len(table) == len(cfg["benchmark"]["methods"])
-    assert table["tissue_mean"].notna().all() and table["tissue_mean"].between(0, 1).all()
-    cell = workdir / "results/cells/clipseg/coop/tissue"
+    assert table["newlook_mean"].notna().all() and table["newlook_mean"].between(0, 1).all()
+    cell = workdir / "results/cells/clipseg/coop/newlook"
     trials = pd.read_csv(cell / "trials.csv")
     # two workers on two (fake) GPUs shared the study: exactly n_trials, all complete, distinct seeds
     assert list(trials["state"]) == ["COMPLETE"] * cfg["tuning"]["n_trials"]

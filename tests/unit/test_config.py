@@ -19,7 +19,7 @@ def _demo():
 
 
 @pytest.mark.parametrize("edit,key,words", [
-    (lambda c: c["benchmark"]["datasets"].append("kvasirr"), "benchmark.datasets", ["kvasirr", "tissue"]),
+    (lambda c: c["benchmark"]["datasets"].append("kvasirr"), "benchmark.datasets", ["kvasirr", "newlook"]),
     (lambda c: c["benchmark"]["models"].append("sam"), "benchmark.models", ["sam", "clipseg"]),
     (lambda c: c["methods"]["vpt"]["search"].update(weight_decy=c["methods"]["vpt"]["search"]["weight_decay"]),
      "methods.vpt.search", ["weight_decy", "weight_decay", "depth"]),
@@ -57,17 +57,17 @@ def test_cell_settings_are_the_cells_slice_only():
     assert s["search"] == config["methods"]["coop"]["search"] and s["fixed"] == {}
     assert s["training"] == config["training"]
     assert "workers_per_cell" not in s and "storage" not in s and s["n_trials"] == config["tuning"]["n_trials"]
-    finetune = cfg.cell_settings(config, "clipseg", "finetune", "tissue")
+    finetune = cfg.cell_settings(config, "clipseg", "finetune", "newlook")
     assert finetune["training"] == {**config["training"], "epochs": 40}  # the method's override wins
-    assert cfg.worker_markers(config, "clipseg", "coop", "tissue") == [
-        f"results/cells/clipseg/coop/tissue/workers/{i}.json" for i in range(3)]
-    assert cfg.worker_markers(config, "clipseg", "zeroshot", "tissue") == []  # no study, no workers
+    assert cfg.worker_markers(config, "clipseg", "coop", "newlook") == [
+        f"results/cells/clipseg/coop/newlook/workers/{i}.json" for i in range(3)]
+    assert cfg.worker_markers(config, "clipseg", "zeroshot", "newlook") == []  # no study, no workers
 
 
 def test_report_settings_hold_the_grid_and_domains():
     s = cfg.report_settings(_demo())
     assert s["methods"] == DEMO["benchmark"]["methods"] and s["dpi"] == 150
-    assert s["domains"] == {"tissue": "non-radiology", "ctvolumes": "radiology"}
+    assert s["domains"] == {"newlook": "non-radiology", "newword": "natural", "ctvolumes": "radiology"}
 
 
 def test_layout_paths_pass_wildcards_through():
@@ -145,14 +145,14 @@ def test_every_schema_key_has_a_description():
 # ---- the frozen-feature cache (tunevlseg.features): which cells read it, what the features rule gets
 def test_only_tuned_methods_with_a_frozen_image_side_read_the_feature_cache():
     config = _demo()
-    readers = {m for m in config["benchmark"]["methods"] if cfg.features_input(config, "clipseg", m, "tissue")}
+    readers = {m for m in config["benchmark"]["methods"] if cfg.features_input(config, "clipseg", m, "newlook")}
     assert readers == {"coop", "cocoop"}  # zeroshot: frozen too, but one evaluation; vpt & co: prompted
-    assert cfg.features_input(config, "cris", "cocoop", "tissue") == "results/features/cris/tissue/64"
+    assert cfg.features_input(config, "cris", "cocoop", "newlook") == "results/features/cris/newlook/64"
     config["methods"]["cocoop"]["training"] = {"cache_frozen": False}  # YAML 1.1 reads `off` as false
-    assert cfg.features_input(config, "clipseg", "cocoop", "tissue") == []
-    assert cfg.features_input(config, "clipseg", "coop", "tissue")
+    assert cfg.features_input(config, "clipseg", "cocoop", "newlook") == []
+    assert cfg.features_input(config, "clipseg", "coop", "newlook")
     config["training"]["cache_frozen"] = "off"
-    assert cfg.features_input(config, "clipseg", "coop", "tissue") == []
+    assert cfg.features_input(config, "clipseg", "coop", "newlook") == []
 
 
 def test_features_settings_and_shared_cache_keys():

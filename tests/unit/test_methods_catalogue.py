@@ -100,7 +100,7 @@ def test_paper_space_samples_the_documented_choices():
 def test_cell_settings_use_the_paper_space_when_the_config_has_none():
     config = yaml.safe_load((Path(__file__).parents[2] / "config.yaml").read_text())
     config["methods"].pop("vpt")
-    settings = cell_settings(config, "clipseg", "vpt", "tissue")
+    settings = cell_settings(config, "clipseg", "vpt", "newlook")
     assert settings["search"] == METHODS["vpt"].search
     assert settings["weights"] == "results/pretrained/clipseg-standin"
     assert "workers_per_cell" not in settings and "storage" not in settings

@@ -70,7 +70,7 @@ def test_every_model_has_a_random_full_size_architecture(model):
 def test_estimate_prints_a_row_per_cell_and_the_total(tmp_path, monkeypatch, one_thread):
     config = yaml.safe_load((REPO / "config.yaml").read_text())
     config["results"] = str(tmp_path / "results")
-    config["benchmark"].update(methods=["zeroshot", "coop", "vpt"], datasets=["tissue"])
+    config["benchmark"].update(methods=["zeroshot", "coop", "vpt"], datasets=["newlook"])
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))
     monkeypatch.setattr(estimate, "load_config", lambda p: _with_defaults(yaml.safe_load(Path(p).read_text())))
