@@ -5,7 +5,12 @@ Three kinds drive the demo (DESIGN.md §10):
 - ``shapes``: pretraining set for the tiny CLIPSeg stand-in. Two discs that
   differ only in colour on a smooth textured background; the prompt names the
   target's colour ("red disc"), so the model must read its prompt.
-- ``tissue``: 2-D target domain (endoscopy-like shift). Warm blotchy tissue,
+- ``discs``: the demo's 2-D targets, the ``shapes`` scene with one target and one
+  distractor disc whose colour, pattern (flat, checker, stripes) and phrase are options:
+  ``newlook`` (a known word, "white disc", on a checker the stand-in never saw, next to a
+  flat disc of the same mean colour) and ``newword`` (the pretraining look, the untrained
+  word "lesion").
+- ``tissue``: 2-D endoscopy-like target (not in the demo grid). Warm blotchy tissue,
   target = irregular blob of an unseen colour (yellowish), distractor blob of a
   seen colour (blue) in ~70 % of images, ~10 % of images without target;
   prompt = an unseen word ("polyp"). Colours and word are options, so a second
