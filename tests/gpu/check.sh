@@ -9,7 +9,7 @@
 # --venv       where to create the environment (default: $TMPDIR/tunevlseg-gpu-venv); --reuse keeps an
 #              existing one (no installation).
 # Arguments after -- go to check.py (default: --device cuda --steps 20). The check itself is bounded by
-# 8 minutes (timeout); installing takes what the index takes. In CI: tests/unit/train/test_gpu_check.py
+# 8 minutes (timeout); installing takes what the index takes. In CI: tests/gpu/test_check.py
 # runs check.py on the CPU.
 set -euo pipefail
 cd "$(dirname "$0")/../.."

@@ -19,6 +19,7 @@ import optuna
 import pandas as pd
 import pytest
 import torch
+import yaml
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 
@@ -60,14 +61,14 @@ def slurm_config() -> dict:
     return cfg
 
 
+# The rules that run a model on a GPU: the profile's set-resources entries asking for one (one place).
+PROFILE = yaml.safe_load((REPO / "workflow" / "profiles" / "slurm" / "config.yaml").read_text())
+GPU_RULES = tuple(rule for rule, res in PROFILE["set-resources"].items() if res.get("gpu"))
 # The profile's sizes are for a real cluster; the test node has 2 CPUs and a few GB.
 SMALL_NODE = ["--default-resources", "mem_mb=1000", "runtime=30", "cpus_per_task=1",
-              "--set-resources", "tune:gpu=1", "tune:mem_mb=2000", "tune:cpus_per_task=1",
-              "tune_worker:gpu=1", "tune_worker:mem_mb=2000", "tune_worker:cpus_per_task=1",
-              "pretrain_standin:gpu=1", "pretrain_standin:mem_mb=2000", "pretrain_standin:cpus_per_task=1",
-              "retrain:gpu=1", "retrain:mem_mb=2000", "retrain:cpus_per_task=1",
-              "--set-threads", "tune=1", "tune_worker=1", "retrain=1", "prepare=1", "pretrain_standin=1"]
-TRAINING_RULES = ("tune", "tune_worker", "retrain", "pretrain_standin")
+              "--set-resources", *(f"{rule}:{key}" for rule in GPU_RULES
+                                   for key in ("gpu=1", "mem_mb=2000", "cpus_per_task=1")),
+              "--set-threads", *(f"{rule}=1" for rule in (*GPU_RULES, "prepare"))]
 
 
 def run_snakemake(workdir: Path, *args: str, timeout: int = TIMEOUT) -> subprocess.CompletedProcess:
@@ -169,7 +170,7 @@ def test_every_job_went_through_slurm_with_its_resources(slurm_run):
             assert info.returncode == 0, info.stderr
             state = "FAILED" if path.stem == preempted else "COMPLETED"
             assert f"JobState={state}" in info.stdout, (rule, info.stdout[:500])
-            if rule in TRAINING_RULES:
+            if rule in GPU_RULES:
                 assert "TresPerJob=gres:gpu:1" in info.stdout, (rule, info.stdout)
             else:
                 assert "gpu" not in info.stdout, (rule, info.stdout)

@@ -25,6 +25,13 @@ from ..models.base import ImageFeatures
 from .augment import PARAM_KEYS, Augment, changed
 
 
+def drops_last(n: int, batch_size: int, shuffle: bool) -> bool:
+    """Whether a loader drops its last batch: only a training (shuffled) epoch whose last batch would hold
+    ONE sample (that sample is seen in other epochs: the order is shuffled). BatchNorm in train mode (CRIS's
+    neck when fine-tuned or pretrained) cannot normalise a batch of one; evaluation sees every sample."""
+    return shuffle and batch_size > 1 and n % batch_size == 1
+
+
 class EpochSampler(Sampler):
     """Yields ``(index, epoch)``: in order, or shuffled by ``generator``; :meth:`set_epoch` before each epoch.
 
@@ -140,8 +147,10 @@ class Batches:
         self.generator = torch.Generator().manual_seed(seed)
         dataset = SampleSet(split, augment, features)
         self.sampler = EpochSampler(len(dataset), self.generator if shuffle else None)
+        self.drop_last = drops_last(len(dataset), batch_size, shuffle)
         # the loader's own generator only seeds its workers (items draw nothing at random)
         self.loader = DataLoader(dataset, batch_size=batch_size, sampler=self.sampler, collate_fn=_collated,
+                                 drop_last=self.drop_last,
                                  generator=torch.Generator().manual_seed(seed), num_workers=workers,
                                  persistent_workers=workers > 0, pin_memory=self.device.type == "cuda")
 

@@ -21,7 +21,7 @@ from .. import preempt
 from ..cells import TrialFiles
 from ..data.cache import PreparedSplit, SegmentationDataset
 from .augment import Augment
-from .batches import Batches, logits_of
+from .batches import Batches, drops_last, logits_of
 from .checkpoint import load_resume_state, load_trainable, save_resume_state, save_trainable
 from .metrics import dice_iou, logits_to_mask, summarize
 
@@ -109,7 +109,8 @@ def make_loader(split: PreparedSplit, batch_size: int, shuffle: bool, augment: b
     """A DataLoader over a prepared split; shuffling and augmentation are seeded."""
     generator = torch.Generator().manual_seed(seed)
     dataset = SegmentationDataset(split, augment=augment, seed=seed)
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator, num_workers=workers)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator, num_workers=workers,
+                      drop_last=drops_last(len(dataset), batch_size, shuffle))
 
 
 def train_prompts(adapter, learner, train: PreparedSplit, val: PreparedSplit, settings: TrainSettings,

@@ -84,3 +84,22 @@ def test_items_are_uint8_and_carry_their_parameters(split):
     assert bool(item["aug"]["affine"]) == bool(expected["affine"])
     assert changed({k: v[None] for k, v in item["aug"].items()}).item() == bool(
         expected["affine"] or expected["photometric"])
+
+
+def test_a_training_epoch_never_ends_on_a_batch_of_one(split):
+    """BatchNorm in train mode (fine-tuned CRIS neck) cannot take one sample: shuffled epochs drop such a
+    last batch; evaluation still sees every sample."""
+    n = len(split)
+    size = n - 1  # n % (n - 1) == 1: the last batch would hold one sample
+    train = Batches(split, size, torch.device("cpu"), shuffle=True, seed=1)
+    sizes = [len(b) for b in train]
+    assert sizes == [size] and train.drop_last
+    assert sorted(int(i) for b in Batches(split, size, torch.device("cpu"), shuffle=True, seed=1)
+                  for i in b.index) != list(range(n))  # one sample sits this epoch out
+    evaluation = Batches(split, size, torch.device("cpu"), shuffle=False)
+    assert [len(b) for b in evaluation] == [size, 1] and not evaluation.drop_last
+    assert [len(b) for b in Batches(split, 8, torch.device("cpu"), shuffle=True, seed=1)] == \
+        [8] * (n // 8) + ([n % 8] if n % 8 else [])
+    bn = torch.nn.BatchNorm1d(4).train()
+    with pytest.raises(ValueError, match="more than 1 value per channel"):
+        bn(torch.randn(1, 4))

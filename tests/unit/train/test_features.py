@@ -81,7 +81,7 @@ def test_cache_holds_the_encoders_features_once_per_image(adapters, caches, shap
 def _trial(adapter, model, method, prepared, folder, features, **training):
     torch.manual_seed(0)
     learner = build_learner(method, adapter.dims, depth=2, **TINY_HPARAMS.get(method, {}))
-    settings = TrainSettings.from_dict({"epochs": 2, "batch_size": 5, "progress": False, "amp": False, "lr": 1e-2,
+    settings = TrainSettings.from_dict({"epochs": 2, "batch_size": 6, "progress": False, "amp": False, "lr": 1e-2,
                                         "seed": 1, **training})
     result = train_prompts(adapter, learner, PreparedSplit(prepared, "train"), PreparedSplit(prepared, "val"),
                            settings, folder, CPU, features=features)
