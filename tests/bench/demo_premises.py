@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import sys
 import tempfile
 from pathlib import Path
 
@@ -27,12 +26,11 @@ import torch
 import yaml
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "src"))
+from tunevlseg.data.synthetic import write_synthetic
+from tunevlseg.models.registry import load_adapter
+from tunevlseg.train.metrics import dice_iou
 
-from tunevlseg.data.synthetic import write_synthetic  # noqa: E402
-from tunevlseg.models.registry import load_adapter  # noqa: E402
-from tunevlseg.train.metrics import dice_iou  # noqa: E402
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def load(folder: Path):

@@ -32,8 +32,6 @@ def png(path: Path) -> np.ndarray:
     return np.asarray(Image.open(path))
 
 
-
-
 @pytest.fixture(scope="module")
 def newlook(tmp_path_factory):
     out = tmp_path_factory.mktemp("discs") / "newlook"
@@ -119,7 +117,7 @@ def test_deterministic_and_options(newlook, tmp_path):
 def test_demo_config_uses_these_targets():
     config = yaml.safe_load((ROOT / "config.yaml").read_text())
     look, word = config["datasets"]["newlook"]["synthetic"], config["datasets"]["newword"]["synthetic"]
-    vocabulary = config["models"]["clipseg"]["standin"]["arch"] and config["models"]["clipseg"]["standin"]["vocabulary"]
+    vocabulary = config["models"]["clipseg"]["standin"]["vocabulary"]
     assert look["kind"] == word["kind"] == "discs"
     assert look["phrase"] == "white disc" and look["target_pattern"] != "flat"  # known word, new look
     assert word.get("target_pattern", "flat") == "flat" and word["phrase"] in vocabulary  # known look, new word
