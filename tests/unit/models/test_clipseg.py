@@ -194,7 +194,7 @@ def test_standin_vision_attention_init_sharpens_attention():
         q = at.q_proj(h).view(2, -1, heads, d).transpose(1, 2) * at.scale
         k = at.k_proj(h).view(2, -1, heads, d).transpose(1, 2)
         w = (q @ k.transpose(-1, -2)).softmax(-1)
-        return float(-(w * w.clamp_min(1e-12).log()).sum(-1).mean()), x.shape[1]
+        return float(-(w * w.clamp_min(1e-12).log()).sum(-1).mean().detach()), x.shape[1]
 
     torch.manual_seed(0)
     stock = build_standin(TINY_ARCH, tokenizer)
