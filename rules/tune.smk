@@ -1,6 +1,7 @@
 # Models and tuning: the demo stand-in (when weights: standin), the frozen-feature caches (methods whose image
 # side is frozen and unprompted train on them), one Optuna study per cell, then the seed replicates of each
-# cell's best configuration (tuning.final_seeds).
+# cell's best configuration (tuning.final_seeds). Every job defaults to one torch thread: tiny models gain
+# little from intra-op threads, so a 2-core demo runs two jobs side by side (profiles raise it per rule).
 # With tuning.workers_per_cell K > 1, K `tune_worker` jobs share the cell's study, then `tune`
 # (the same command without --worker) completes anything left and writes the cell's outputs.
 
@@ -12,7 +13,7 @@ rule pretrain_standin:
         directory(L.pretrained("{model}")),
     params:
         settings=lambda w: as_json(cfg.standin_settings(config, w.model)),
-    threads: 2
+    threads: 1
     resources:
         gpu=lambda w: 1 if config["device"] != "cpu" else 0,
     conda:
@@ -20,7 +21,8 @@ rule pretrain_standin:
     log:
         L.log("pretrain/{model}"),
     shell:
-        "tunevlseg pretrain --prepared {input.prepared:q} --out {output:q} --settings {params.settings:q}"
+        "tunevlseg pretrain --prepared {input.prepared:q} --out {output:q} --threads {threads}"
+        " --settings {params.settings:q}"
         " > {log:q} 2>&1"
 
 
@@ -34,7 +36,7 @@ rule features:
         directory(L.features("{model}", "{dataset}", "{size}")),
     params:
         settings=features_settings,
-    threads: 2
+    threads: 1
     resources:
         gpu=lambda w: 1 if config["device"] != "cpu" else 0,
     conda:

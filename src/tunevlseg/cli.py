@@ -46,6 +46,10 @@ def cmd_pretrain(args) -> None:
     from .gpu_slots import claim_gpu
 
     claim_gpu(opts.get("device", "auto"))
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     from .pretrain import pretrain_standin
 
     report = pretrain_standin(Path(args.prepared), Path(args.out), **opts)
@@ -249,6 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prepared", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--settings", required=True)
+    p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0 = torch's default)")
     p.set_defaults(func=cmd_pretrain)
 
     p = sub.add_parser("tune", help="run or resume the Optuna study of one cell")

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from monai.losses import DiceCELoss
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
@@ -23,6 +22,7 @@ from ..data.cache import PreparedSplit, SegmentationDataset
 from .augment import Augment
 from .batches import Batches, drops_last, logits_of
 from .checkpoint import load_resume_state, load_trainable, save_resume_state, save_trainable
+from .loss import DiceCELoss
 from .metrics import dice_iou, logits_to_mask, summarize
 
 log = logging.getLogger(__name__)
@@ -101,8 +101,8 @@ def autocast_for(device: torch.device, enabled: bool):
 
 
 def make_loss(settings: TrainSettings) -> DiceCELoss:
-    """MONAI DiceCELoss on (B, 1, H, W) logits and masks."""
-    return DiceCELoss(sigmoid=True, lambda_dice=settings.lambda_dice, lambda_ce=settings.lambda_ce)
+    """Dice + BCE on (B, 1, H, W) logits and masks (MONAI's DiceCELoss, without importing MONAI: train/loss.py)."""
+    return DiceCELoss(lambda_dice=settings.lambda_dice, lambda_ce=settings.lambda_ce)
 
 
 def make_loader(split: PreparedSplit, batch_size: int, shuffle: bool, augment: bool, seed: int, workers: int) -> DataLoader:
