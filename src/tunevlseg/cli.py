@@ -41,15 +41,20 @@ def cmd_prepare(args) -> None:
     print(json.dumps(meta.get("split_sizes", {})))
 
 
-def cmd_pretrain(args) -> None:
-    opts = _settings(args.settings)
+def _claim_compute(device: str, threads: int) -> None:
+    """Claim one free GPU before torch touches CUDA (one per job), then set torch's intra-op threads (0: default)."""
     from .gpu_slots import claim_gpu
 
-    claim_gpu(opts.get("device", "auto"))
-    if args.threads:
+    claim_gpu(device)
+    if threads:
         import torch
 
-        torch.set_num_threads(args.threads)
+        torch.set_num_threads(threads)
+
+
+def cmd_pretrain(args) -> None:
+    opts = _settings(args.settings)
+    _claim_compute(opts.get("device", "auto"), args.threads)
     from .pretrain import pretrain_standin
 
     report = pretrain_standin(Path(args.prepared), Path(args.out), **opts)
@@ -59,15 +64,9 @@ def cmd_pretrain(args) -> None:
 def _cell_runner(args):
     """The cell's runner from --settings/--prepared/--out (claims a free GPU before torch touches CUDA)."""
     spec_values = _settings(args.settings)
-    from .gpu_slots import claim_gpu
-
-    claim_gpu(spec_values.get("device", "auto"))  # before torch touches CUDA: one free GPU per job
-    import torch
-
+    _claim_compute(spec_values.get("device", "auto"), args.threads)
     from .tune import CellRunner, CellSpec
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
     spec = CellSpec.from_dict(spec_values)
     if args.storage:
         spec.storage = args.storage
@@ -105,17 +104,11 @@ def cmd_retry_failed(args) -> None:
 
 def cmd_features(args) -> None:
     opts = _settings(args.settings)
-    from .gpu_slots import claim_gpu
-
-    claim_gpu(opts.get("device", "auto"))
-    import torch
-
+    _claim_compute(opts.get("device", "auto"), args.threads)
     from .features import build_features
     from .models.registry import load_adapter
     from .train.loop import pick_device
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
     unknown = sorted(set(opts) - {"model", "weights", "model_options", "dtype", "views", "seed", "batch_size",
                                   "device", "amp"})
     if unknown:

@@ -38,3 +38,23 @@ def test_aggregate_with_malformed_best_json_names_it(tmp_path, capsys):
 def test_settings_must_be_a_json_object(tmp_path, capsys):
     code = main(["prepare", "--raw", str(tmp_path), "--out", str(tmp_path / "o"), "--size", "32", "--settings", "[1]"])
     assert code == 1 and "JSON object" in capsys.readouterr().err
+
+
+def test_every_training_command_takes_threads_and_sets_them():
+    import torch
+
+    from tunevlseg.cli import _claim_compute, build_parser
+
+    parser = build_parser()
+    for command in ("pretrain", "tune", "retrain", "features"):
+        args = parser.parse_args([command, "--prepared", "p", "--out", "o", "--settings", "{}", "--threads", "3"]
+                                 + (["--replicate", "1"] if command == "retrain" else []))
+        assert args.threads == 3, command
+    before = torch.get_num_threads()
+    try:
+        _claim_compute("cpu", 1)
+        assert torch.get_num_threads() == 1
+        _claim_compute("cpu", 0)  # 0 keeps torch's setting
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
