@@ -6,17 +6,30 @@ TORCH_SPEC ?= torch==2.13.0
 TORCH_INDEX ?=
 CORES ?= all
 BIN := $(VENV)/bin
+# uv (fast) or pip: what installs the requirements into .venv (see $(BIN)/.installed)
+INSTALLER ?= uv
+UV_SPEC ?= uv==0.9.30
+PIP := $(BIN)/python -m pip install -q --no-compile
+UV := $(BIN)/python -m uv pip install -q --python $(BIN)/python
+install = $(if $(filter uv,$(INSTALLER)),$(UV) $(1) || { echo "uv failed: installing with pip"; $(PIP) $(1); },$(PIP) $(1))
 
 .PHONY: setup demo lint test report report-partial clean-results
 
+# uv installs the pinned requirements (parallel downloads: ~8 s instead of pip's ~35 s); it does not read
+# pip.conf, so when it fails (e.g. only a pip-configured mirror is reachable) pip installs them instead, and
+# INSTALLER=pip skips uv. torch always comes from pip (TORCH_INDEX, or the wheel pip finds on this disk).
+# Bytecode is compiled once at the end on every core (pip compiles serially: ~45 s more), skipping the
+# packages' own test folders; a failure there (a file for a newer Python) leaves that file uncompiled.
 $(BIN)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q "$(TORCH_SPEC)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
-	$(BIN)/python -m pip install -q -r requirements.txt -r requirements-dev.txt "$(TORCH_SPEC)"
+	$(PIP) --upgrade pip
+	$(PIP) "$(TORCH_SPEC)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
+	$(if $(filter uv,$(INSTALLER)),$(PIP) "$(UV_SPEC)")
+	$(call install,-r requirements.txt -r requirements-dev.txt "$(TORCH_SPEC)")
 	# test-only: the CLIP BPE vocabulary file it ships (never imported: it needs torchvision)
-	$(BIN)/python -m pip install -q --no-deps "open-clip-torch==3.3.0"
-	$(BIN)/python -m pip install -q --no-deps -e .
+	$(call install,--no-deps "open-clip-torch==3.3.0")
+	$(call install,--no-deps -e .)
+	$(BIN)/python -m compileall -qq -j 0 -x '[/\\]tests?[/\\]' $$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))') || true
 	touch $@
 
 setup: $(BIN)/.installed

@@ -16,13 +16,15 @@ rule aggregate:
         tables=lambda w, output: output.tables[0].removesuffix(".csv"),
         figures=lambda w, output: os.path.dirname(output.heatmap),
         settings=report_settings,
+    threads: 2  # the per-cell Optuna figures and qualitative panels are drawn beside the tables
     conda:
         "../envs/tunevlseg.yaml"
     log:
         L.log("aggregate"),
     shell:
         "tunevlseg aggregate --best {input.best:q} --trials {input.trials:q} --replicates {input.replicates:q}"
-        " --tables {params.tables:q} --figures {params.figures:q} --settings {params.settings:q} > {log:q} 2>&1"
+        " --tables {params.tables:q} --figures {params.figures:q} --threads {threads}"
+        " --settings {params.settings:q} > {log:q} 2>&1"
 
 
 # While the grid runs: `snakemake report_partial` (or `tunevlseg report --partial`) reports whatever
@@ -37,6 +39,7 @@ rule report_partial:
         figures=lambda w, output: os.path.dirname(output.heatmap),
         settings=report_settings,
         finished=finished_cells,
+    threads: 2
     localrule: True
     conda:
         "../envs/tunevlseg.yaml"
@@ -44,4 +47,4 @@ rule report_partial:
         L.log("report_partial"),
     shell:
         "tunevlseg report --partial --results {params.results:q} --tables {params.tables:q}"
-        " --figures {params.figures:q} --settings {params.settings:q} > {log:q} 2>&1"
+        " --figures {params.figures:q} --threads {threads} --settings {params.settings:q} > {log:q} 2>&1"

@@ -69,8 +69,9 @@ def index_input(w):
 
 
 def data_threads(wildcards):
-    """Real datasets decode thousands of images: all cores of the job; the small synthetic ones keep 2."""
-    return 2 if config["datasets"][wildcards.dataset]["source"] == "synthetic" else max(workflow.cores, 1)
+    """Real datasets decode thousands of images: all cores of the job; the small synthetic ones take one
+    each, so that they are prepared side by side (a 2-thread job would run them one after another)."""
+    return 1 if config["datasets"][wildcards.dataset]["source"] == "synthetic" else max(workflow.cores, 1)
 
 
 # ---- tuning rules

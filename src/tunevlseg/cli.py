@@ -156,7 +156,7 @@ def cmd_aggregate(args) -> None:
     per_image = load_per_image(replicates) if replicates else None
     cost = load_cost(load_trials(trial_files), replicates) if replicates else None
     render_report(grid, cells, Path(args.tables), Path(args.figures), dpi=opts.get("dpi", 150),
-                  trial_files=trial_files, per_image=per_image, cost=cost)
+                  trial_files=trial_files, per_image=per_image, cost=cost, workers=args.threads)
 
 
 def _config_settings(path: Path) -> dict:
@@ -194,7 +194,7 @@ def cmd_report(args) -> None:
     trials = load_trials([Path(p) / "trials.csv" for p in cells.values()])
     render_report(grid, cells, tables, figures, dpi=opts.get("dpi", 150), study_dirs=study_dirs,
                   per_image=load_per_image(replicates) if replicates else None,
-                  cost=load_cost(trials, replicates) if replicates else None)
+                  cost=load_cost(trials, replicates) if replicates else None, workers=args.threads)
     print(f"{len(cells)}/{len(grid.cells())} cells finished; tables {tables}.md, figures in {figures}")
 
 
@@ -305,6 +305,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tables", required=True, help="output prefix, e.g. results/tables/dice")
     p.add_argument("--figures", required=True, help="output folder for the figures")
     p.add_argument("--settings", default="{}", help='JSON: {"dpi", "models", "methods", "datasets", "domains"}')
+    p.add_argument("--threads", type=int, default=1, help="processes drawing the per-cell Optuna figures and "
+                                                          "qualitative panels beside this one (default 1: none)")
     p.set_defaults(func=cmd_aggregate)
 
     p = sub.add_parser("report", help="tables and figures from the cells found under a results folder")
@@ -317,6 +319,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      "(default: the config's `results`, else results)")
     p.add_argument("--tables", help="output prefix (default: <results>/partial/tables/dice)")
     p.add_argument("--figures", help="output folder for the figures (default: <results>/partial/figures)")
+    p.add_argument("--threads", type=int, default=1, help="processes drawing the per-cell Optuna figures and "
+                                                          "qualitative panels beside this one (default 1: none)")
     p.set_defaults(func=cmd_report)
     from .data.cli import add_parser as add_data_parser
 

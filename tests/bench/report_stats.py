@@ -29,10 +29,14 @@ class _Grid80(Grid):
         return [("clipseg", k) for k in self.methods] + [("cris", "zeroshot"), ("cris", "coop")]
 
 
+TIMES: dict[str, float] = {}
+
+
 def _timed(label: str, fn, *args, **kwargs):
     start = time.perf_counter()
     out = fn(*args, **kwargs)
-    print(f"{label:<28s} {time.perf_counter() - start:7.2f} s")
+    TIMES[label] = time.perf_counter() - start
+    print(f"{label:<32s} {TIMES[label]:7.2f} s")
     return out
 
 
@@ -59,8 +63,12 @@ def main() -> None:
         out = Path(tmp) / "out"
         _timed("render_report (no stats)", render_report, grid, cells, out / "a/tables/dice", out / "a/figures",
                dpi=args.dpi)
+        # no journals here: the per-cell Optuna figures are placeholders, so workers gain less than on a real run
         _timed("render_report (all)", render_report, grid, cells, out / "b/tables/dice", out / "b/figures",
                dpi=args.dpi, per_image=per_image, cost=cost_frame(grid))
+        _timed("render_report (all, 2 workers)", render_report, grid, cells, out / "c/tables/dice", out / "c/figures",
+               dpi=args.dpi, per_image=per_image, cost=cost_frame(grid), workers=2)
+        print(f"2 workers / serial: {TIMES['render_report (all, 2 workers)'] / TIMES['render_report (all)']:.2f}")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping
+import multiprocessing
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
@@ -93,10 +96,61 @@ def _write_cost(grid: Grid, cost: pd.DataFrame, dice: pd.DataFrame, tables: Path
     return [path, Path(files["params_table"]), plot_dice_vs_params(points, files["dice_vs_params"], dpi=dpi)]
 
 
+class _Done:
+    """A task run in this process at submission: the ``result()`` of a future, exceptions raised at once."""
+
+    def __init__(self, fn: Callable, *args):
+        self._value = fn(*args)
+
+    def result(self):
+        return self._value
+
+
+@contextmanager
+def _tasks(workers: int) -> Iterator[Callable]:
+    """``submit(fn, *args)`` running tasks in ``workers`` processes (inline for ``workers <= 1``).
+
+    Worker processes come from a fork server that imported this module once (spawn where there is no
+    fork server), never forked from this process with its library threads; a task's exception is
+    raised by its ``result()``.
+    """
+    if workers <= 1:
+        yield _Done
+        return
+    method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+    context = multiprocessing.get_context(method)
+    if method == "forkserver":
+        context.set_forkserver_preload([__name__])
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        yield pool.submit
+
+
+def _study_figures(cells: list[Cell], folders: dict[Cell, Path], files: dict, dpi: int) -> list[Path]:
+    """The Optuna history and importance figures of ``cells`` (journal in ``folders[cell]``, if any)."""
+    out = []
+    for cell in cells:
+        folder = folders.get(cell)
+        study = load_study_snapshot(Path(CellFiles(str(folder)).journal)) if folder is not None else None
+        title = " · ".join(cell)
+        out.append(plot_history(study, files["history"][cell], title, dpi=dpi))
+        out.append(plot_importances(study, files["importances"][cell], title, dpi=dpi))
+    return out
+
+
+def _qualitative(dataset: str, rows: dict[str, Path | None], out_png: str, dpi: int) -> Path:
+    """The qualitative panel of ``dataset`` from each row's best-trial examples file (None: missing)."""
+    panel_rows = {}
+    for label, path in rows.items():
+        panel_rows[label] = load_examples(path) if path is not None else None
+        if path is not None and panel_rows[label] is None:
+            log.info("%s: no examples stored; shown as missing", path)
+    return plot_qualitative(dataset, panel_rows, out_png, dpi=dpi)
+
+
 def render_report(grid: Grid, cells: Mapping[Cell, Path], tables: Path, figures: Path,
                   dpi: int = 150, study_dirs: Mapping[Cell, Path] | None = None,
                   trial_files: list[Path] | None = None, per_image: pd.DataFrame | None = None,
-                  cost: pd.DataFrame | None = None) -> list[Path]:
+                  cost: pd.DataFrame | None = None, workers: int = 1) -> list[Path]:
     """Write the Dice tables and every figure of :func:`figure_files` for ``grid``.
 
     ``cells`` maps the finished cells to their folders (``best.json``, ``trials.csv``, trial
@@ -110,7 +164,9 @@ def render_report(grid: Grid, cells: Mapping[Cell, Path], tables: Path, figures:
     seed-averaged means with bootstrap CIs and the "not significantly worse" marks, and adds the
     pairwise tests, rank stability and critical-difference diagram; cells missing from it are "—".
     ``cost`` (see :mod:`tunevlseg.report.cost`) adds the cost table and the Dice-vs-parameters
-    figure.  Returns the paths written.
+    figure.  With ``workers`` > 1 the per-cell Optuna figures and the qualitative panels (over half
+    of the rendering) are drawn in that many processes while this one writes the rest; the files
+    are the same.  Returns the paths written.
     """
     best_files = [Path(CellFiles(str(p)).best_json) for p in cells.values()]
     best = load_best(best_files)
@@ -123,44 +179,40 @@ def render_report(grid: Grid, cells: Mapping[Cell, Path], tables: Path, figures:
     trials = load_trials(trial_files)
     rows, datasets = grid.rows(), list(grid.datasets)
     files = figure_files(figures, grid)
-    shown, not_worse, extra = best, None, []  # shown: the numbers of the Dice table and figures
+    shown, not_worse = best, None  # shown: the numbers of the Dice table and figures
     if cost is not None:  # every input is checked before anything is written
         cost = cost_table(cost, rows, datasets)
         _check_in_grid(grid, cost, "cost")
     if per_image is not None:
         per_image = check_per_image(per_image)
         _check_in_grid(grid, per_image, "per-image results")
-        summary, means = cell_summary(per_image), image_means(per_image)
-        shown, not_worse = summary_as_best(summary), versus_best(means, rows)
-        extra += _write_statistics(grid, means, summary, Path(tables), files, dpi)
-    if cost is not None:
-        extra += _write_cost(grid, cost, shown, Path(tables), files, dpi)
-    out = list(write_dice_tables(shown, Path(tables), datasets=datasets, rows=rows, not_worse=not_worse))
-    out.append(plot_dice_heatmap(shown, files["heatmap"], dpi=dpi, datasets=datasets, rows=rows))
-    correlations = depth_correlations(trials)
-    out.append(plot_depth_vs_dice(trials, files["depth"], dpi=dpi, corr=correlations))
-    write_csv(Path(files["correlations"]), correlations)
-    domain_table = domain_means(shown, grid.domains, datasets=datasets, rows=rows)
-    write_csv(Path(files["domain_table"]), domain_table)
-    out.append(plot_domain_bars(domain_table, files["domains"], dpi=dpi))
-    out += [Path(files["correlations"]), Path(files["domain_table"]), *extra]
-
     study_dirs = dict(study_dirs or {})
-    for cell in grid.tuned_cells():
-        folder = study_dirs.get(cell, cells.get(cell))
-        study = load_study_snapshot(Path(CellFiles(str(folder)).journal)) if folder is not None else None
-        title = " · ".join(cell)
-        out.append(plot_history(study, files["history"][cell], title, dpi=dpi))
-        out.append(plot_importances(study, files["importances"][cell], title, dpi=dpi))
-
+    folders = {c: study_dirs.get(c, cells.get(c)) for c in grid.tuned_cells()}
     best_trial = _best_trials(best)
-    for dataset in grid.datasets:
-        panel_rows = {}
-        for model, method in grid.pairs():
-            cell = (model, method, dataset)
-            path = examples_path(cells[cell], best_trial.get(cell)) if cell in cells else None
-            panel_rows[row_label(model, method)] = load_examples(path) if path is not None else None
-            if path is not None and panel_rows[row_label(model, method)] is None:
-                log.info("%s: no examples stored; shown as missing", path)
-        out.append(plot_qualitative(dataset, panel_rows, files["qualitative"][dataset], dpi=dpi))
+    panels = {d: {row_label(m, k): (examples_path(cells[(m, k, d)], best_trial.get((m, k, d)))
+                                    if (m, k, d) in cells else None) for m, k in grid.pairs()}
+              for d in grid.datasets}
+    with _tasks(workers) as submit:  # one task per dataset each: they take similar times
+        studies = [submit(_study_figures, [c for c in grid.tuned_cells() if c[2] == d], folders, files, dpi)
+                   for d in grid.datasets]
+        qualitative = [submit(_qualitative, d, panels[d], files["qualitative"][d], dpi) for d in grid.datasets]
+        out = []
+        if per_image is not None:
+            summary, means = cell_summary(per_image), image_means(per_image)
+            shown, not_worse = summary_as_best(summary), versus_best(means, rows)
+            out += _write_statistics(grid, means, summary, Path(tables), files, dpi)
+        if cost is not None:
+            out += _write_cost(grid, cost, shown, Path(tables), files, dpi)
+        out += write_dice_tables(shown, Path(tables), datasets=datasets, rows=rows, not_worse=not_worse)
+        out.append(plot_dice_heatmap(shown, files["heatmap"], dpi=dpi, datasets=datasets, rows=rows))
+        correlations = depth_correlations(trials)
+        out.append(plot_depth_vs_dice(trials, files["depth"], dpi=dpi, corr=correlations))
+        write_csv(Path(files["correlations"]), correlations)
+        domain_table = domain_means(shown, grid.domains, datasets=datasets, rows=rows)
+        write_csv(Path(files["domain_table"]), domain_table)
+        out.append(plot_domain_bars(domain_table, files["domains"], dpi=dpi))
+        out += [Path(files["correlations"]), Path(files["domain_table"])]
+        for task in studies:
+            out += task.result()
+        out += [task.result() for task in qualitative]
     return [Path(p) for p in out]
