@@ -5,6 +5,8 @@ TORCH_SPEC ?= torch==2.13.0
 # CPU by default; a GPU user sets e.g. TORCH_INDEX=https://download.pytorch.org/whl/cu126
 TORCH_INDEX ?=
 CORES ?= all
+# 1: the demo's training jobs fork from one warm process with torch imported (src/tunevlseg/warm.py)
+WARM ?= 1
 BIN := $(VENV)/bin
 # uv (fast) or pip: what installs the requirements into .venv (see $(BIN)/.installed)
 INSTALLER ?= uv
@@ -35,7 +37,7 @@ $(BIN)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 setup: $(BIN)/.installed
 
 demo: setup
-	$(BIN)/snakemake --cores $(CORES)
+	TUNEVLSEG_WARM=$(WARM) $(BIN)/snakemake --cores $(CORES)
 	$(BIN)/tunevlseg show-table results/tables/dice.md
 
 # Static checks first (what CI runs before the tests): ruff's small rule set, then Snakemake's linter.
@@ -48,7 +50,7 @@ test: lint
 
 # The HTML report needs every figure: run what is missing first.
 report: setup
-	$(BIN)/snakemake --cores $(CORES)
+	TUNEVLSEG_WARM=$(WARM) $(BIN)/snakemake --cores $(CORES)
 	$(BIN)/snakemake --report results/report.html
 
 # Whatever cells have finished (others "—"); safe to run while the grid runs.

@@ -337,8 +337,28 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the CLI; expected errors print one clear line instead of a traceback."""
+    """Run the CLI; expected errors print one clear line instead of a traceback.
+
+    With ``TUNEVLSEG_WARM=1`` a training command runs in a job process forked from a warm server
+    (``tunevlseg.warm``: same output, status and signals, without ~8 s of imports).
+    """
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    from . import warm
+
+    if warm.wants_warm(args.command, getattr(args, "settings", None)):
+        status = warm.call(argv)
+        if status is not None:
+            return status
+    return _run(args)
+
+
+def run_local(argv: list[str]) -> int:
+    """Run the CLI in this process (what a warm job process calls)."""
+    return _run(build_parser().parse_args(argv))
+
+
+def _run(args) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s")
     from .preempt import Preempted
 

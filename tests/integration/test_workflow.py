@@ -12,6 +12,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -40,11 +41,11 @@ def reduced_config() -> dict:
     return cfg
 
 
-def snakemake(workdir: Path, *args: str, timeout: int = TIMEOUT) -> subprocess.CompletedProcess:
-    """Run snakemake bounded by a timeout (SIGINT first: it can ignore SIGTERM)."""
+def snakemake(workdir: Path, *args: str, timeout: int = TIMEOUT, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run snakemake bounded by a timeout (SIGINT first: it can ignore SIGTERM); ``env``: extra variables."""
     cmd = ["timeout", "-s", "INT", "-k", "30", str(timeout), str(SNAKEMAKE), "--snakefile",
            str(REPO / "workflow" / "Snakefile"), "--directory", str(workdir), "--cores", "2", *args]
-    env = {**os.environ, "PATH": f"{SNAKEMAKE.parent}{os.pathsep}{os.environ['PATH']}"}
+    env = {**os.environ, "PATH": f"{SNAKEMAKE.parent}{os.pathsep}{os.environ['PATH']}", **(env or {})}
     return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=workdir)
 
 
@@ -312,3 +313,29 @@ def test_more_trials_resume_the_study(demo_run):
     assert sorted(trials["trial"]) == [0, 1, 2] and (trials["state"] == "COMPLETE").all()
     after = {p.parent.name: p.stat().st_mtime_ns for p in (cell / "trials").glob("*/epochs.csv")}
     assert {k: after[k] for k in before} == before  # finished trials were not redone
+
+
+def test_warm_jobs_give_the_same_numbers_as_fresh_processes(demo_run, tmp_path):
+    """TUNEVLSEG_WARM=1 (what `make demo` sets): training jobs fork from one server that imported torch."""
+    workdir, cfg = demo_run
+    small = copy.deepcopy(cfg)
+    small["benchmark"].update(models=["clipseg"], methods=["zeroshot", "coop", "vpt"], datasets=["newword"])
+    write_config(tmp_path, small)
+    sockets = Path(tempfile.mkdtemp(prefix="warm", dir="/tmp"))  # AF_UNIX paths are short
+    try:
+        out = snakemake(tmp_path, env={"TUNEVLSEG_WARM": "1", "TMPDIR": str(sockets), "TUNEVLSEG_WARM_IDLE": "30"})
+        assert out.returncode == 0, out.stderr[-6000:]
+        logs = list(sockets.glob("tunevlseg-warm-*.sock.log"))
+        assert len(logs) == 1, logs
+        forked = re.findall(r"^warm: job \d+: (\w+) in ", logs[0].read_text(), re.M)
+    finally:
+        for sock in sockets.glob("*.sock"):
+            sock.unlink()  # stops the server
+        shutil.rmtree(sockets, ignore_errors=True)
+    # pretrain (and maybe a features job) started the server and ran in-process; the rest were forked
+    assert forked.count("tune") == 3 and forked.count("retrain") == 2, forked
+    for method in small["benchmark"]["methods"]:
+        for replicate in range(1 if method == "zeroshot" else cfg["tuning"]["final_seeds"]):
+            name = f"results/cells/clipseg/{method}/newword/seeds/{replicate}/test_metrics.csv"
+            warm_run, plain_run = (pd.read_csv(root / name) for root in (tmp_path, workdir))
+            pd.testing.assert_frame_equal(warm_run, plain_run)  # same per-image Dice, to the last bit

@@ -22,6 +22,8 @@ FORBIDDEN = {
     "train": {"config", "tune", "report", "pretrain", "cli"},
     "report": {"models", "prompts", "train", "tune", "pretrain", "cli"},
     "tune": {"report", "pretrain", "cli"},
+    # the warm server imports third-party libraries only: tunevlseg's code is imported after each fork, never stale
+    "warm": {"cells", "config", "data", "methods", "models", "prompts", "train", "tune", "report", "pretrain", "cli"},
 }
 #: What rules/common.smk and the Snakefile import at every Snakemake start (also inside every SLURM job).
 SNAKEFILE_IMPORTS = ["tunevlseg.config", "tunevlseg.cells", "tunevlseg.methods", "tunevlseg.models.registry",
