@@ -18,8 +18,9 @@ are the same as without it:
   server lives until it has had no job for ``TUNEVLSEG_WARM_IDLE`` seconds (default 120) or its socket
   file is removed.
 
-The server is keyed by the Python executable and the environment variables read at import time
-(``HF_*``, ``TORCH*``, ``OMP_*``, ``CUDA*``, ``PYTHON*`` ...), so a different environment gets its own.
+The server is keyed by the Python executable, the state of its site-packages and the environment variables
+read at import time (``HF_*``, ``TORCH*``, ``OMP_*``, ``CUDA*``, ``PYTHON*`` ...), so a different environment
+or a changed installation gets its own.
 It is used only on Linux and only for jobs that run on the CPU: forking after CUDA is initialised is not
 safe, so a job whose device is ``auto`` on a machine with a GPU runs as a plain process.
 """
@@ -38,6 +39,7 @@ import socket
 import struct
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import time
 from pathlib import Path
@@ -89,7 +91,11 @@ def socket_path(env: dict | None = None) -> Path:
     """The server's socket for this interpreter and import-time environment."""
     env = os.environ if env is None else env
     keyed = sorted((k, v) for k, v in env.items() if k.startswith(_KEY_PREFIXES))
-    key = json.dumps([sys.executable, sys.prefix, str(Path(__file__).resolve().parent), keyed])
+    try:  # installing or removing a package changes site-packages: a new server, not one with stale imports
+        installed = os.stat(sysconfig.get_path("purelib")).st_mtime_ns
+    except OSError:
+        installed = None
+    key = json.dumps([sys.executable, sys.prefix, installed, str(Path(__file__).resolve().parent), keyed])
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
     folder = Path(tempfile.gettempdir())
     name = f"tunevlseg-warm-{os.getuid()}-{digest}.sock"
@@ -246,6 +252,8 @@ def serve(path: Path, preload=None, idle_s: float | None = None) -> None:
 
 def _recv_request(conn: socket.socket) -> tuple[dict, list[int]]:
     data, fds, _flags, _addr = socket.recv_fds(conn, 65536, 3)
+    if not data and not fds:
+        raise EOFError  # a probe (`_answers`): connected and closed
     if len(data) < _HEADER.size or len(fds) != 3:
         raise ConnectionError("malformed warm request")
     (size,) = _HEADER.unpack_from(data)
@@ -275,6 +283,8 @@ def _supervise(conn: socket.socket) -> None:
         status = _wait(pid, conn)
         if status is not None:
             conn.sendall((json.dumps({"status": status}) + "\n").encode())
+        code = 0
+    except EOFError:
         code = 0
     except Exception as err:  # noqa: BLE001 (report and end this supervisor only)
         print(f"warm: job failed to start: {err!r}", file=sys.stderr, flush=True)

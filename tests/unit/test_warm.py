@@ -138,6 +138,8 @@ def test_two_servers_started_at_once_leave_one(tmp_path):
     assert (second if survivor is first else first).returncode == 0
     path.unlink()
     survivor.wait(timeout=10)
+    logs = "".join((tmp_path / f"server{i}.log").read_text() for i in (1, 2))
+    assert logs.count("serving on") == 1 and "failed" not in logs  # the other's probe is no failed job
 
 
 def test_an_idle_server_exits_and_removes_its_socket(tmp_path):
@@ -170,3 +172,11 @@ def test_the_server_is_keyed_by_the_import_time_environment():
     assert warm.socket_path(base) == warm.socket_path({**base, "SNAKEMAKE_JOB": "7", "PATH": "/bin"})
     assert warm.socket_path(base) != warm.socket_path({**base, "HF_HOME": "/b"})
     assert warm.socket_path(base) != warm.socket_path({**base, "OMP_NUM_THREADS": "4"})
+
+
+def test_a_changed_installation_gets_a_new_server(tmp_path, monkeypatch):
+    monkeypatch.setattr(warm.sysconfig, "get_path", lambda name: str(tmp_path))
+    before = warm.socket_path({})
+    (tmp_path / "newpkg").mkdir()  # a package installed into site-packages
+    os.utime(tmp_path, ns=(10**18, 10**18))  # a different mtime whatever the clock's resolution
+    assert warm.socket_path({}) != before
