@@ -120,26 +120,39 @@ def call(argv: list[str], entry: str = "tunevlseg.cli:run_local", path: Path | N
         conn.close()
         start_server(path)
         return None
-    with conn:
-        request = json.dumps({"argv": list(argv), "entry": entry, "cwd": os.getcwd(), "env": dict(os.environ)})
-        payload = request.encode()
-        socket.send_fds(conn, [_HEADER.pack(len(payload)) + payload], [0, 1, 2])
-        replies = conn.makefile("r")
-        line = replies.readline()
-        if not line:
-            return None  # the server went away before forking: run in-process
-        pid = json.loads(line)["pid"]
-        previous = {s: signal.signal(s, lambda signum, _frame: _forward(pid, signum)) for s in FORWARDED}
-        try:
+    job: list[int] = []  # the job's pid, once the server sent it
+    pending: list[int] = []  # signals that came before it
+
+    def forward(signum, _frame):
+        if job:
+            _forward(job[0], signum)
+        else:
+            pending.append(signum)
+
+    previous = {s: signal.signal(s, forward) for s in FORWARDED}
+    try:
+        with conn:
+            request = json.dumps({"argv": list(argv), "entry": entry, "cwd": os.getcwd(), "env": dict(os.environ)})
+            payload = request.encode()
+            socket.send_fds(conn, [_HEADER.pack(len(payload)) + payload], [0, 1, 2])
+            replies = conn.makefile("r")
             line = replies.readline()
-        finally:
-            for s, old in previous.items():
-                signal.signal(s, old)
-        if not line:
-            print(f"tunevlseg: the warm job process {pid} ended without a status (its server was killed)",
-                  file=sys.stderr)
-            return 1
-        status = json.loads(line)["status"]
+            if not line:
+                return None  # the server went away before forking: run in-process
+            job.append(json.loads(line)["pid"])
+            for signum in pending:
+                _forward(job[0], signum)
+            line = replies.readline()
+    finally:
+        for s, old in previous.items():
+            signal.signal(s, old)
+        if pending and not job:
+            signal.raise_signal(pending[0])  # never forwarded: act on it here, as the plain process would
+    if not line:
+        print(f"tunevlseg: the warm job process {job[0]} ended without a status (its server was killed)",
+              file=sys.stderr)
+        return 1
+    status = json.loads(line)["status"]
     return status if status >= 0 else 128 - status  # killed by signal N: 128 + N, as a shell reports it
 
 
@@ -207,6 +220,8 @@ def serve(path: Path, preload=None, idle_s: float | None = None) -> None:
                 importlib.import_module(name)
             except Exception as err:  # noqa: BLE001 (a missing optional library only costs its import time)
                 print(f"warm: not preloaded {name}: {err}", file=sys.stderr)
+        sys.stdout.flush()  # nothing buffered before a fork is written twice
+        sys.stderr.flush()
         listener.listen(64)
         os.replace(staging, path)
         inode = os.stat(path).st_ino
@@ -323,6 +338,7 @@ def _run_job(request: dict, fds: list[int]) -> None:
         os.chdir(request["cwd"])
         os.environ.clear()
         os.environ.update(request["env"])
+        tempfile.tempdir = None  # recomputed from the client's TMPDIR
         sys.argv = ["tunevlseg", *request["argv"]]
         try:  # `ps -o comm`/`top` show the command, not the server's name
             Path("/proc/self/comm").write_text(f"tunevlseg-{request['argv'][0]}"[:15] if request["argv"] else "tunevlseg")
@@ -347,6 +363,12 @@ def _run_job(request: dict, fds: list[int]) -> None:
         traceback.print_exc()
         code = 1
     finally:
+        import atexit
+
+        try:
+            atexit._run_exitfuncs()  # what a plain process runs at exit (logging.shutdown, ...)
+        except BaseException:  # noqa: BLE001
+            pass
         for stream in (sys.stdout, sys.stderr):
             try:
                 stream.flush()

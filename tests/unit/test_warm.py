@@ -38,7 +38,9 @@ def _wait(predicate, timeout=20.0, what="condition"):
 
 
 def _start_server(path: Path, log: Path, idle_s: float = 60) -> subprocess.Popen:
-    code = f"from pathlib import Path; from tunevlseg import warm; warm.serve(Path({str(path)!r}), idle_s={idle_s})"
+    # tempfile.gettempdir() caches the server's TMPDIR, as a preloaded library may
+    code = ("import tempfile; tempfile.gettempdir(); from pathlib import Path; from tunevlseg import warm; "
+            f"warm.serve(Path({str(path)!r}), idle_s={idle_s})")
     return subprocess.Popen([sys.executable, "-c", code], env=_env(), cwd=ROOT, stderr=log.open("w"))
 
 
@@ -180,3 +182,15 @@ def test_a_changed_installation_gets_a_new_server(tmp_path, monkeypatch):
     (tmp_path / "newpkg").mkdir()  # a package installed into site-packages
     os.utime(tmp_path, ns=(10**18, 10**18))  # a different mtime whatever the clock's resolution
     assert warm.socket_path({}) != before
+
+
+def test_a_job_runs_its_exit_handlers_and_uses_the_clients_tmpdir(server, tmp_path, monkeypatch):
+    path, _ = server
+    marker, out = tmp_path / "atexit", tmp_path / "out"
+    client_tmp = tmp_path / "client-tmp"
+    client_tmp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(client_tmp))  # the server started with the test's own TMPDIR
+    with out.open("w") as o:
+        assert _client(path, "tests.unit.warm_targets:at_exit", str(marker), cwd=tmp_path, stdout=o).wait(30) == 0
+    assert marker.read_text() == "ran"
+    assert out.read_text().strip() == str(client_tmp)

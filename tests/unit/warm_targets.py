@@ -36,3 +36,13 @@ def sleep_forever(argv: list[str]) -> int:
     Path(argv[0]).write_text(str(os.getpid()))
     time.sleep(600)
     return 0
+
+
+def at_exit(argv: list[str]) -> int:
+    """Register an exit handler that writes ``argv[0]``, report the temporary folder, exit 0."""
+    import atexit
+    import tempfile
+
+    atexit.register(lambda: Path(argv[0]).write_text("ran"))
+    print(tempfile.gettempdir())
+    return 0
