@@ -43,3 +43,14 @@ def test_a_gpu_index_reaches_only_the_torch_install(tmp_path):
     index = "https://download.pytorch.org/whl/cu126"
     lines = plan(tmp_path, f"TORCH_INDEX={index}")
     assert [line for line in lines if index in line] == [next(line for line in lines if '"torch==2.13.0" --index' in line)]
+
+
+@pytest.mark.parametrize("overrides, flag", [((), "TUNEVLSEG_WARM=1"), (("WARM=0",), "TUNEVLSEG_WARM=0")])
+def test_the_demo_runs_snakemake_with_the_warm_start_unless_turned_off(tmp_path, overrides, flag):
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin" / ".installed").touch()  # set-up done: make -n prints only the demo's own lines
+    out = subprocess.run(["make", "-n", "demo", f"VENV={venv}", *overrides], cwd=ROOT, check=True,
+                         capture_output=True, text=True).stdout
+    runs = [line for line in out.splitlines() if "/snakemake --cores" in line]
+    assert len(runs) == 1 and runs[0].startswith(f"{flag} "), out
