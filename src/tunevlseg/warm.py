@@ -70,10 +70,14 @@ def enabled() -> bool:
 
 
 def gpu_present() -> bool:
-    """Whether torch could find a GPU here (then no fork after import: CUDA is not fork-safe)."""
-    if os.environ.get("TUNEVLSEG_GPUS"):
+    """Whether torch could find a GPU here (then no fork after import: CUDA is not fork-safe).
+
+    The machine's GPUs as the GPU-slot allocator lists them, or a device file without ``nvidia-smi``."""
+    if any(Path("/dev").glob("nvidia[0-9]*")) or Path("/dev/kfd").exists():
         return True
-    return any(Path("/dev").glob("nvidia[0-9]*")) or Path("/dev/kfd").exists()
+    from .gpu_slots import available_gpus
+
+    return bool(available_gpus())
 
 
 def wants_warm(command: str, settings: str | None) -> bool:
