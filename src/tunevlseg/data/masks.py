@@ -16,7 +16,9 @@ rule                   meaning
 ``polygons``           ``mask`` is a JSON file ``{"size": [h, w], "polygons": [[[x, y], ...], ...]}``
 =====================  =============================================================
 
-Thresholded masks must have at least one pixel clearly on one side of the
+A thresholded mask whose largest value is 1 is a {0, 1} label map (masks saved
+as 0/1 instead of 0/255): foreground = 1, whatever ``T``.
+Otherwise, thresholded masks must have at least one pixel clearly on one side of the
 threshold (farther than :data:`MARGIN` grey levels from it): a file whose
 values all lie within ``T ± MARGIN`` (e.g. uniformly 128) says nothing about
 foreground or background and is refused, naming the file.
@@ -120,8 +122,11 @@ def load_mask(raw_dir: Path, mask_entry: str, rule: str, image_shape: tuple[int,
 
 
 def _threshold(values: np.ndarray, threshold: int, path: Path) -> np.ndarray:
-    """``values > threshold`` as uint8 {0,1}; ``ValueError`` when no value is clearly on either side."""
+    """``values > threshold`` as uint8 {0,1} (``values == 1`` for a {0,1} label map, max 1);
+    ``ValueError`` when no value is clearly on either side."""
     lo, hi = int(values.min()), int(values.max())
+    if hi == 1:
+        return (values == 1).astype(np.uint8)
     if lo >= threshold - MARGIN and hi <= threshold + MARGIN:
         raise ValueError(f"mask {path}: every value lies in [{lo}, {hi}], within {MARGIN} of the threshold "
                          f"{threshold}: no pixel is clearly foreground or background (a blank or corrupt mask?)")

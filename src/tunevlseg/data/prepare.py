@@ -38,10 +38,11 @@ import numpy as np
 from PIL import Image
 
 from tunevlseg.data.atomic import atomic_dir
-from tunevlseg.data.masks import binary_mask, load_mask, open_image
+from tunevlseg.data.masks import binary_mask, load_mask
+from tunevlseg.data.pixels import check_size, read_image, window_to_uint8
 from tunevlseg.data.prompts import PROMPT_KEYS, build_prompts
 from tunevlseg.data.spec import SPLITS
-from tunevlseg.data.volumes import load_pair, slice_volume, window_to_uint8
+from tunevlseg.data.volumes import load_pair, slice_volume
 
 log = logging.getLogger(__name__)
 
@@ -129,11 +130,6 @@ def assign_splits(rows: list[dict], fractions=(0.7, 0.15, 0.15), seed: int = 0,
     return out
 
 
-def read_image(path: Path) -> np.ndarray:
-    """Decode an image file to (H, W, 3) uint8 RGB; clear error naming the file."""
-    return np.asarray(open_image(path, "image").convert("RGB"))
-
-
 read_mask = binary_mask  # (H, W) {0,1} from a {0,255}/{0,1} mask file; kept for callers of the old name
 
 
@@ -164,14 +160,15 @@ def _is_volume(row: dict) -> bool:
     return (row.get("label") or "") != "" or row["image"].endswith((".nii", ".nii.gz"))
 
 
-def _volume(raw_dir: Path, row: dict, memo: dict):
-    """The row's (volume, labels) NIfTI pair, decoded once per task."""
+def _volume(raw_dir: Path, row: dict, memo: dict, warn: bool = True):
+    """The row's (volume, labels) NIfTI pair, decoded once per task (``warn``: about NaN/inf intensities)."""
     key = ("volume", raw_dir / row["image"], raw_dir / row["mask"])
     if key not in memo:
-        memo[key] = load_pair(key[1], key[2])
+        memo[key] = load_pair(key[1], key[2], warn=warn)
     volume, labels = memo[key]
     if volume.ndim not in (2, 3):
         raise ValueError(f"volume {key[1]} has shape {volume.shape}; expected 2-D or 3-D")
+    check_size(volume.shape, key[1], "volume")
     return volume, labels
 
 
@@ -197,9 +194,9 @@ def _row_hashes(raw_dir: Path, row: dict, opts: dict, memo: dict) -> list[tuple[
     if not _is_volume(row):
         key = ("hash", raw_dir / row["image"])
         if key not in memo:
-            memo[key] = content_hash(read_image(key[1]))
+            memo[key] = content_hash(read_image(key[1], warn=False))  # the main pass warns
         return [(row["id"], memo[key])]
-    volume, labels = _volume(raw_dir, row, memo)
+    volume, labels = _volume(raw_dir, row, memo, warn=False)
     frame = _frame(volume, labels, row)
     if frame is not None:
         return [(row["id"], content_hash(frame[0]))]

@@ -12,6 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
+from tunevlseg.data.pixels import finite_values
+from tunevlseg.data.pixels import window_to_uint8 as window_to_uint8  # re-exported: callers of the old home
+
 
 def load_volume(path: str | Path, reader: str = "nibabel") -> np.ndarray:
     """Read a NIfTI file into a numpy array in stored axis order (e.g. (H, W, D)).
@@ -38,11 +41,13 @@ def load_volume(path: str | Path, reader: str = "nibabel") -> np.ndarray:
         raise ValueError(f"cannot read volume {path}: {type(e).__name__}: {e}") from e
 
 
-def load_pair(image_path: str | Path, label_path: str | Path, reader: str = "nibabel"):
+def load_pair(image_path: str | Path, label_path: str | Path, reader: str = "nibabel", warn: bool = True):
     """Load an intensity volume and its label volume; check that shapes agree.
 
     Returns ``(image, labels)`` with integer labels. The error for a shape
-    mismatch names both files.
+    mismatch names both files. NaN/inf intensities become the volume's finite
+    minimum with a warning (``warn``; :func:`tunevlseg.data.pixels.finite_values`);
+    NaN/inf labels are refused, naming the file and the count.
     """
     image = load_volume(image_path, reader)
     labels = load_volume(label_path, reader)
@@ -51,16 +56,10 @@ def load_pair(image_path: str | Path, label_path: str | Path, reader: str = "nib
             f"shape mismatch: image {image_path} has shape {image.shape} "
             f"but labels {label_path} have shape {labels.shape}"
         )
-    return image, np.rint(labels).astype(np.int16)
-
-
-def window_to_uint8(volume: np.ndarray, window: tuple[float, float] | None = None) -> np.ndarray:
-    """Map intensities to uint8: min–max over the whole volume, or a fixed ``(lo, hi)`` window."""
-    v = np.asarray(volume, dtype=np.float32)
-    lo, hi = (float(v.min()), float(v.max())) if window is None else map(float, window)
-    if hi <= lo:
-        return np.zeros(v.shape, np.uint8)
-    return np.round(np.clip((v - lo) / (hi - lo), 0.0, 1.0) * 255.0).astype(np.uint8)
+    if labels.dtype.kind in "fc" and not np.isfinite(labels).all():
+        raise ValueError(f"labels {label_path}: {int((~np.isfinite(labels)).sum())} of {labels.size} voxels "
+                         f"are NaN or infinite")
+    return finite_values(image, Path(image_path), "volume", warn), np.rint(labels).astype(np.int16)
 
 
 def slice_volume(

@@ -10,9 +10,9 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[3] / "src" / "tunevlseg" / "data"
 # lower number = lower layer; a module may import only modules of a strictly lower layer
 LAYERS = {
-    "__init__": 0, "atomic": 0, "spec": 0, "prompts": 0, "volumes": 0, "masks": 0,
-    "fetch": 1, "synthetic": 1, "sources.common": 1,
-    "sources": 2, "sources.*": 2,
+    "__init__": 0, "atomic": 0, "spec": 0, "prompts": 0, "masks": 0,
+    "fetch": 1, "synthetic": 1, "sources.common": 1, "pixels": 1,
+    "sources": 2, "sources.*": 2, "volumes": 2,
     "registry": 3,
     "published": 4,
     "prepare": 5, "cache": 5,
