@@ -59,6 +59,14 @@ def binary_mask(path: Path) -> np.ndarray:
     return (arr > 0).astype(np.uint8)
 
 
+def label_image(path: Path) -> np.ndarray:
+    """Decode a palette or grey label image (VOC, Cityscapes) to its (H, W) values; errors name the file."""
+    im = open_image(path, "label image")
+    if im.mode not in ("P", "L", "I", "I;16"):
+        raise ValueError(f"label image {path} has mode {im.mode}; expected a palette or grey label image")
+    return np.asarray(im)
+
+
 def rasterise_polygons(polygons: list, size: tuple[int, int]) -> np.ndarray:
     """Fill ``[[[x, y], ...], ...]`` polygons into an (h, w) uint8 {0,1} mask."""
     h, w = size
@@ -103,10 +111,7 @@ def load_mask(raw_dir: Path, mask_entry: str, rule: str, image_shape: tuple[int,
     elif kind == "label":
         memo = {} if memo is None else memo
         if ("labels", path) not in memo:
-            im = open_image(path, "label image")
-            if im.mode not in ("P", "L", "I", "I;16"):
-                raise ValueError(f"label image {path} has mode {im.mode}; expected a palette or grey label image")
-            memo[("labels", path)] = np.asarray(im)
+            memo[("labels", path)] = label_image(path)
         mask = (memo[("labels", path)] == int(arg)).astype(np.uint8)
     elif kind == "polygons":
         if not path.is_file():

@@ -312,3 +312,22 @@ def test_tiny_images_are_refused_naming_the_file(tmp_path):
     with pytest.raises(ValueError, match=rf"volume {path} is 4x4 px, below the minimum"):
         prepare_dataset(raw, tmp_path / "prep_ct", size=32)
     assert not (tmp_path / "prep_ct").exists()
+
+
+def test_label_images_have_one_reader(tmp_path):
+    """Indexing (present labels) and preparing (label:V) read VOC/Cityscapes label images the same way."""
+    from tunevlseg.data.sources.common import present_labels
+
+    labels = np.zeros((16, 16), np.uint8)
+    labels[2:6, 3:9], labels[10:12, :] = 7, 255
+    Image.fromarray(labels).save(tmp_path / "ok.png")
+    assert present_labels([tmp_path / "ok.png"]) == [[0, 7, 255]]
+    assert load_mask(tmp_path, "ok.png", "label:7", (16, 16)).sum() == 24
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(tmp_path / "rgb.png")
+    (tmp_path / "cut.png").write_bytes((tmp_path / "ok.png").read_bytes()[:60])
+    for name, message in (("rgb.png", "has mode RGB; expected a palette or grey label image"),
+                          ("cut.png", "is unreadable or truncated")):
+        with pytest.raises(ValueError, match=rf"label image {tmp_path / name} {message}"):
+            present_labels([tmp_path / name])
+        with pytest.raises(ValueError, match=rf"label image {tmp_path / name} {message}"):
+            load_mask(tmp_path, name, "label:7", (16, 16))

@@ -6,7 +6,8 @@ import multiprocessing
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+
+from tunevlseg.data.masks import label_image
 
 
 def find_dir(root: Path, relpath: str, what: str) -> Path:
@@ -71,13 +72,7 @@ def paired_rows(root: Path, image_dir: str, mask_dir: str, what: str, *, image_s
 
 
 def _labels_of(path: str) -> list[int]:
-    try:
-        with Image.open(path) as im:
-            if im.mode not in ("P", "L", "I", "I;16"):
-                raise ValueError(f"label image {path} has mode {im.mode}; expected a palette or grey label image")
-            return np.unique(np.asarray(im)).tolist()
-    except (OSError, SyntaxError) as e:
-        raise ValueError(f"label image {path} is unreadable or truncated: {e}") from e
+    return np.unique(label_image(Path(path))).tolist()
 
 
 def present_labels(paths: list[Path], workers: int = 1) -> list[list[int]]:
