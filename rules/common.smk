@@ -124,6 +124,7 @@ def report_outputs(tables, figures):
         pairwise=report(tab["pairwise"], caption=f"{CAPTIONS}/pairwise.rst", category="Statistics"),
         rank_stability=report(tab["rank_stability"], caption=f"{CAPTIONS}/rank_stability.rst",
                               category="Statistics"),
+        unstable=report(tab["unstable"], caption=f"{CAPTIONS}/unstable.rst", category="Dice"),
         critical_difference=report(fig["critical_difference"], caption=f"{CAPTIONS}/critical_difference.rst",
                                    category="Statistics"),
         cd_table=fig["cd_table"],

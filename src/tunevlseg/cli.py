@@ -143,6 +143,7 @@ def _report_grid(opts: dict, best_paths: list[Path] | None = None):
 def cmd_aggregate(args) -> None:
     from .report.collect import CELL_KEYS, load_best, load_cost, load_per_image, load_trials, replicate_results
     from .report.render import render_report
+    from .report.stats import UNSTABLE_SPREAD
 
     opts = _settings(args.settings)
     best_paths = [Path(p) for p in args.best]
@@ -156,6 +157,7 @@ def cmd_aggregate(args) -> None:
     per_image = load_per_image(replicates) if replicates else None
     cost = load_cost(load_trials(trial_files), replicates) if replicates else None
     render_report(grid, cells, Path(args.tables), Path(args.figures), dpi=opts.get("dpi", 150),
+                  unstable_spread=opts.get("unstable_spread", UNSTABLE_SPREAD),
                   trial_files=trial_files, per_image=per_image, cost=cost, workers=args.threads)
 
 
@@ -178,6 +180,7 @@ def cmd_report(args) -> None:
     from .cells import cell_dir
     from .report.collect import load_cost, load_per_image, load_trials, replicate_results
     from .report.render import find_cells, render_report
+    from .report.stats import UNSTABLE_SPREAD
 
     opts = _config_settings(Path(args.config)) if args.config else {}
     opts.update(_settings(args.settings))
@@ -193,6 +196,7 @@ def cmd_report(args) -> None:
     replicates = replicate_results(cells)
     trials = load_trials([Path(p) / "trials.csv" for p in cells.values()])
     render_report(grid, cells, tables, figures, dpi=opts.get("dpi", 150), study_dirs=study_dirs,
+                  unstable_spread=opts.get("unstable_spread", UNSTABLE_SPREAD),
                   per_image=load_per_image(replicates) if replicates else None,
                   cost=load_cost(trials, replicates) if replicates else None, workers=args.threads)
     print(f"{len(cells)}/{len(grid.cells())} cells finished; tables {tables}.md, figures in {figures}")

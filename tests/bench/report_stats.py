@@ -52,10 +52,12 @@ def main() -> None:
     offsets = {r: 0.02 * i for i, r in enumerate(grid.rows())}
     per_image = per_image_frame(grid, offsets, n_images=args.images, n_seeds=args.seeds)
     print(f"{len(grid.cells())} cells, {len(grid.rows())} rows, {len(per_image)} per-image rows")
-    summary = _timed("cell_summary (bootstrap CI)", cell_summary, per_image)
+    summary = _timed("cell_summary (two-way bootstrap)", cell_summary, per_image)
     means = _timed("image_means", image_means, per_image)
-    _timed("versus_best", versus_best, means, grid.rows())
-    _timed("pairwise_tests", pairwise_tests, means, grid.rows())
+    _timed("versus_best (seed-averaged)", versus_best, means, grid.rows())
+    _timed("versus_best (every seed pair)", versus_best, per_image, grid.rows())
+    _timed("pairwise_tests (seed-averaged)", pairwise_tests, means, grid.rows())
+    _timed("pairwise_tests (every seed pair)", pairwise_tests, per_image, grid.rows())
     _timed("friedman + nemenyi", friedman_ranks, complete_block(summary, grid.rows()))
     _timed("rank_stability (1000)", rank_stability, means, grid.rows())
     with tempfile.TemporaryDirectory() as tmp:

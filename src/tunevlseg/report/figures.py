@@ -20,7 +20,7 @@ from scipy import stats
 
 from tunevlseg.report.collect import BASELINES, atomic_path, order_rows, with_row_labels
 from tunevlseg.report.stats import CONFIDENCE, SEED
-from tunevlseg.report.tables import dice_numeric
+from tunevlseg.report.tables import UNSTABLE_MARK, dice_numeric, unstable_mask
 
 __all__ = ["POOLED", "depth_correlations", "new_figure", "placeholder", "plot_depth_vs_dice", "plot_dice_heatmap", "row_palette",
            "save_figure"]
@@ -67,14 +67,15 @@ def placeholder(out_png: Path, dpi: int, title: str, message: str = NO_TRIALS) -
 
 
 def plot_dice_heatmap(best: pd.DataFrame, out_png: Path, dpi: int = 150, datasets: list[str] | None = None,
-                      rows: list[str] | None = None) -> Path:
+                      rows: list[str] | None = None, unstable: pd.DataFrame | None = None) -> Path:
     """Heat map of test Dice (mean) with rows ``model · method`` and one column per dataset.
 
     Cells are annotated with the mean Dice (2 decimals) on a fixed 0..1 colour scale; absent
     cells (or cells without a completed trial) are left blank on a grey background.  With no
     Dice value at all, the PNG only says "no completed trials".  ``datasets`` / ``rows`` fix the
     grid (see :func:`tunevlseg.report.tables.dice_numeric`), so a partial report keeps unfinished
-    rows and columns.  Written atomically; returns ``out_png``.
+    rows and columns.  Cells in ``unstable`` (an ``unstable_cells`` frame) read ``0.40†``, with a note
+    under the map.  Written atomically; returns ``out_png``.
     """
     title = "Test Dice per cell (mean over test cases)"
     means, _ = dice_numeric(best, datasets, rows)
@@ -82,10 +83,15 @@ def plot_dice_heatmap(best: pd.DataFrame, out_png: Path, dpi: int = 150, dataset
     if means.empty or means.isna().all().all():
         return placeholder(out_png, dpi, title)
     n_rows, n_cols = means.shape
-    fig = new_figure(3.0 + 1.1 * n_cols, 1.5 + 0.42 * n_rows)
+    flags = unstable_mask(unstable, list(means.columns), list(means.index))
+    annot = np.array([[("" if np.isnan(v) else f"{v:.2f}" + (UNSTABLE_MARK if flag else ""))
+                       for v, flag in zip(means.loc[r], flags.loc[r], strict=True)] for r in means.index])
+    fig = new_figure(3.0 + 1.1 * n_cols, 1.5 + 0.42 * n_rows + (0.3 if flags.any().any() else 0.0))
     ax = fig.add_subplot()
     ax.set_facecolor("#d9d9d9")
-    sns.heatmap(means, ax=ax, vmin=0.0, vmax=1.0, cmap="viridis", annot=True, fmt=".2f",
+    if flags.any().any():
+        fig.text(0.01, 0.005, f"{UNSTABLE_MARK} seed replicates disagree (unstable.csv)", fontsize=8, va="bottom")
+    sns.heatmap(means, ax=ax, vmin=0.0, vmax=1.0, cmap="viridis", annot=annot, fmt="",
                 mask=means.isna(), linewidths=0.5, linecolor="white",
                 cbar_kws={"label": "test Dice"}, annot_kws={"fontsize": 9})
     ax.set_title(title)

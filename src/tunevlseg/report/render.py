@@ -26,7 +26,16 @@ from tunevlseg.cells import CellFiles, Grid, cell_dir
 from tunevlseg.report.layout import figure_files, table_files
 from tunevlseg.report.qualitative import load_examples, plot_qualitative
 from tunevlseg.report.ranking import cd_table, complete_block, friedman_ranks, plot_critical_difference, rank_stability
-from tunevlseg.report.stats import cell_summary, check_per_image, image_means, pairwise_tests, summary_as_best, versus_best
+from tunevlseg.report.stats import (
+    UNSTABLE_SPREAD,
+    cell_summary,
+    check_per_image,
+    image_means,
+    pairwise_tests,
+    summary_as_best,
+    unstable_cells,
+    versus_best,
+)
 from tunevlseg.report.study_figures import load_study_snapshot, plot_history, plot_importances
 from tunevlseg.report.tables import write_dice_tables
 
@@ -74,16 +83,28 @@ def _check_in_grid(grid: Grid, frame: pd.DataFrame, what: str) -> None:
         raise ValueError(f"{what} of cell(s) outside the configured grid: {foreign}")
 
 
-def _write_statistics(grid: Grid, means: pd.DataFrame, summary: pd.DataFrame, tables: Path,
+def _write_statistics(grid: Grid, per_image: pd.DataFrame, summary: pd.DataFrame, tables: Path,
                       files: dict, dpi: int) -> list[Path]:
     """Pairwise tests, rank stability and the critical-difference diagram from per-image results."""
     rows, datasets, paths = grid.rows(), list(grid.datasets), table_files(tables)
-    write_csv(Path(paths["pairwise"]), pairwise_tests(means, rows))
+    means = image_means(per_image)
+    write_csv(Path(paths["pairwise"]), pairwise_tests(per_image, rows))
     write_csv(Path(paths["rank_stability"]), rank_stability(means, rows))
     friedman = friedman_ranks(complete_block(summary, rows, datasets))
     write_csv(Path(files["cd_table"]), cd_table(friedman))
     png = plot_critical_difference(friedman, files["critical_difference"], dpi=dpi)
     return [Path(paths["pairwise"]), Path(paths["rank_stability"]), Path(files["cd_table"]), png]
+
+
+def _write_unstable(summary: pd.DataFrame, tables: Path, spread: float) -> tuple[pd.DataFrame, Path]:
+    """``unstable.csv`` (:func:`unstable_cells`), with a warning per cell naming its replicate means."""
+    unstable = unstable_cells(summary, spread)
+    for _, r in unstable.iterrows():
+        log.warning("unstable cell %s/%s/%s: replicate means %s (%s)", r["model"], r["method"], r["dataset"],
+                    r["rep_means"].replace(";", ", "), r["reason"])
+    path = Path(table_files(tables)["unstable"])
+    write_csv(path, unstable)
+    return unstable, path
 
 
 def _write_cost(grid: Grid, cost: pd.DataFrame, dice: pd.DataFrame, tables: Path, files: dict,
@@ -150,7 +171,8 @@ def _qualitative(dataset: str, rows: dict[str, Path | None], out_png: str, dpi: 
 def render_report(grid: Grid, cells: Mapping[Cell, Path], tables: Path, figures: Path,
                   dpi: int = 150, study_dirs: Mapping[Cell, Path] | None = None,
                   trial_files: list[Path] | None = None, per_image: pd.DataFrame | None = None,
-                  cost: pd.DataFrame | None = None, workers: int = 1) -> list[Path]:
+                  cost: pd.DataFrame | None = None, workers: int = 1,
+                  unstable_spread: float = UNSTABLE_SPREAD) -> list[Path]:
     """Write the Dice tables and every figure of :func:`figure_files` for ``grid``.
 
     ``cells`` maps the finished cells to their folders (``best.json``, ``trials.csv``, trial
@@ -163,6 +185,8 @@ def render_report(grid: Grid, cells: Mapping[Cell, Path], tables: Path, figures:
     makes the Dice table, heat map, domain bars and Dice-vs-parameters figure show the
     seed-averaged means with bootstrap CIs and the "not significantly worse" marks, and adds the
     pairwise tests, rank stability and critical-difference diagram; cells missing from it are "—".
+    Cells whose replicates disagree (:func:`unstable_cells` with ``unstable_spread``) are marked in
+    the Dice table and heat map, listed in ``unstable.csv`` and logged as warnings.
     ``cost`` (see :mod:`tunevlseg.report.cost`) adds the cost table and the Dice-vs-parameters
     figure.  With ``workers`` > 1 the per-cell Optuna figures and the qualitative panels (over half
     of the rendering) are drawn in that many processes while this one writes the rest; the files
@@ -179,7 +203,7 @@ def render_report(grid: Grid, cells: Mapping[Cell, Path], tables: Path, figures:
     trials = load_trials(trial_files)
     rows, datasets = grid.rows(), list(grid.datasets)
     files = figure_files(figures, grid)
-    shown, not_worse = best, None  # shown: the numbers of the Dice table and figures
+    shown, not_worse, unstable = best, None, None  # shown: the numbers of the Dice table and figures
     if cost is not None:  # every input is checked before anything is written
         cost = cost_table(cost, rows, datasets)
         _check_in_grid(grid, cost, "cost")
@@ -198,13 +222,17 @@ def render_report(grid: Grid, cells: Mapping[Cell, Path], tables: Path, figures:
         qualitative = [submit(_qualitative, d, panels[d], files["qualitative"][d], dpi) for d in grid.datasets]
         out = []
         if per_image is not None:
-            summary, means = cell_summary(per_image), image_means(per_image)
-            shown, not_worse = summary_as_best(summary), versus_best(means, rows)
-            out += _write_statistics(grid, means, summary, Path(tables), files, dpi)
+            summary = cell_summary(per_image)
+            shown, not_worse = summary_as_best(summary), versus_best(per_image, rows)
+            out += _write_statistics(grid, per_image, summary, Path(tables), files, dpi)
+            unstable, path = _write_unstable(summary, Path(tables), unstable_spread)
+            out.append(path)
         if cost is not None:
             out += _write_cost(grid, cost, shown, Path(tables), files, dpi)
-        out += write_dice_tables(shown, Path(tables), datasets=datasets, rows=rows, not_worse=not_worse)
-        out.append(plot_dice_heatmap(shown, files["heatmap"], dpi=dpi, datasets=datasets, rows=rows))
+        out += write_dice_tables(shown, Path(tables), datasets=datasets, rows=rows, not_worse=not_worse,
+                                 unstable=unstable)
+        out.append(plot_dice_heatmap(shown, files["heatmap"], dpi=dpi, datasets=datasets, rows=rows,
+                                     unstable=unstable))
         correlations = depth_correlations(trials)
         out.append(plot_depth_vs_dice(trials, files["depth"], dpi=dpi, corr=correlations))
         write_csv(Path(files["correlations"]), correlations)

@@ -3,6 +3,8 @@
 A cell reads ``mean ± std`` (the best trial's ``best.json``) or, when the cells' numbers come from
 the per-image results of their retrained seeds (:func:`tunevlseg.report.stats.summary_as_best`:
 columns ``ci_low``, ``ci_high``, ``n_seeds``), ``mean [low, high]`` with the 95 % bootstrap CI.
+Cells whose seed replicates disagree (:func:`tunevlseg.report.stats.unstable_cells`) carry
+:data:`UNSTABLE_MARK` and a footnote.
 """
 
 from __future__ import annotations
@@ -19,9 +21,14 @@ from tunevlseg.report.collect import (
     write_text_atomic,
 )
 
-__all__ = ["MISSING", "dice_intervals", "dice_numeric", "dice_table", "has_intervals", "write_dice_tables"]
+__all__ = ["MISSING", "UNSTABLE_MARK", "UNSTABLE_NOTE", "dice_intervals", "dice_numeric", "dice_table",
+           "has_intervals", "unstable_mask", "write_dice_tables"]
 
 MISSING = "—"
+UNSTABLE_MARK = "†"
+UNSTABLE_NOTE = (f"{UNSTABLE_MARK} unstable: the cell's seed replicates disagree (spread above the threshold, or a "
+                 "replicate no better than zero-shot); see unstable.csv")
+SPREAD_COLUMNS = ("rep_means", "rep_sd", "rep_min", "rep_max")
 MEAN_COL = "mean"
 DECIMALS = 3
 
@@ -61,6 +68,16 @@ def _pivot(best: pd.DataFrame, value: str, datasets: list[str], rows: list[str])
 def has_intervals(best: pd.DataFrame) -> bool:
     """True when ``best`` carries bootstrap intervals (``ci_low`` / ``ci_high`` columns)."""
     return {"ci_low", "ci_high"} <= set(best.columns)
+
+
+def unstable_mask(unstable: pd.DataFrame | None, datasets: list[str], rows: list[str]) -> pd.DataFrame:
+    """Frame ``row × dataset``: True where the cell is in ``unstable`` (an ``unstable_cells`` frame)."""
+    mask = pd.DataFrame(False, index=pd.Index(rows, name="row"), columns=list(datasets))
+    if unstable is not None:
+        for _, r in with_row_labels(unstable).iterrows():
+            if r["row"] in mask.index and r["dataset"] in mask.columns:
+                mask.at[r["row"], r["dataset"]] = True
+    return mask
 
 
 def dice_intervals(best: pd.DataFrame, datasets: list[str] | None = None,
@@ -128,7 +145,7 @@ def _not_worse_mask(means: pd.DataFrame, not_worse: pd.DataFrame) -> pd.DataFram
 
 
 def _numeric_csv(best: pd.DataFrame, means: pd.DataFrame, stds: pd.DataFrame,
-                 not_worse: pd.DataFrame | None) -> pd.DataFrame:
+                 not_worse: pd.DataFrame | None, unstable: pd.DataFrame) -> pd.DataFrame:
     out = pd.DataFrame(index=means.index)
     labels = [str(r).split(" · ", 1) for r in means.index]
     out["model"] = [p[0] for p in labels]
@@ -147,10 +164,29 @@ def _numeric_csv(best: pd.DataFrame, means: pd.DataFrame, stds: pd.DataFrame,
             out[f"{col}_ci_high"] = high[col]
         if p_holm is not None:
             out[f"{col}_p_vs_best"] = p_holm[col]
+        for name in (c for c in SPREAD_COLUMNS if c in best.columns):
+            values = _pivot_any(best, name, [col], list(means.index))[col]
+            out[f"{col}_{name}"] = values
+        if "rep_means" in best.columns:
+            out[f"{col}_unstable"] = unstable[col].where(means[col].notna())
     out[MEAN_COL] = means[MEAN_COL]
     if "n_seeds" in best.columns:
         seeds = _pivot(best, "n_seeds", list(stds.columns), list(means.index)).min(axis=1)
         out["n_seeds"] = seeds.astype("Int64")
+    return out
+
+
+def _pivot_any(best: pd.DataFrame, value: str, datasets: list[str], rows: list[str]) -> pd.DataFrame:
+    """Like :func:`_pivot` for a column of any type (the replicate means are text)."""
+    table = with_row_labels(best).pivot(index="row", columns="dataset", values=value)
+    return table.reindex(index=rows, columns=datasets)
+
+
+def _marked(table: pd.DataFrame, unstable: pd.DataFrame) -> pd.DataFrame:
+    """``table`` with :data:`UNSTABLE_MARK` after every unstable cell's text."""
+    out = table.copy()
+    for col in unstable.columns:
+        out[col] = [f"{v}{UNSTABLE_MARK}" if flag else v for v, flag in zip(out[col], unstable[col], strict=True)]
     return out
 
 
@@ -175,10 +211,11 @@ _TEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "
 
 def _tex_escape(text: str) -> str:
     text = "".join(_TEX_ESCAPES.get(ch, ch) for ch in text)
-    return text.replace(" · ", r" $\cdot$ ").replace(" ± ", r" $\pm$ ").replace(MISSING, "--")
+    return (text.replace(" · ", r" $\cdot$ ").replace(" ± ", r" $\pm$ ").replace(MISSING, "--")
+            .replace(UNSTABLE_MARK, r"$^\dagger$"))
 
 
-def _latex(table: pd.DataFrame, bold: pd.DataFrame) -> str:
+def _latex(table: pd.DataFrame, bold: pd.DataFrame, note: str = "") -> str:
     lines = [r"% requires \usepackage{booktabs}",
              r"\begin{tabular}{l" + "c" * len(table.columns) + "}", r"\toprule",
              " & ".join(_tex_escape(h) for h in ["model · method", *map(str, table.columns)])
@@ -188,12 +225,16 @@ def _latex(table: pd.DataFrame, bold: pd.DataFrame) -> str:
         cells = [rf"\textbf{{{v}}}" if bold.at[row, c] else v
                  for c, v in zip(table.columns, cells, strict=True)]
         lines.append(" & ".join([_tex_escape(str(row)), *cells]) + r" \\")
-    lines += [r"\bottomrule", r"\end{tabular}"]
+    lines.append(r"\bottomrule")
+    if note:
+        lines.append(rf"\multicolumn{{{len(table.columns) + 1}}}{{l}}{{\footnotesize {_tex_escape(note)}}} \\")
+    lines.append(r"\end{tabular}")
     return "\n".join(lines) + "\n"
 
 
 def write_dice_tables(best: pd.DataFrame, out_prefix: Path, datasets: list[str] | None = None,
-                      rows: list[str] | None = None, not_worse: pd.DataFrame | None = None) -> list[Path]:
+                      rows: list[str] | None = None, not_worse: pd.DataFrame | None = None,
+                      unstable: pd.DataFrame | None = None) -> list[Path]:
     """Write the Dice table as ``<out_prefix>.csv``, ``.md`` and ``.tex``; return the three paths.
 
     * csv: numeric; index ``row`` (``model · method``), columns ``model, method``,
@@ -201,11 +242,17 @@ def write_dice_tables(best: pd.DataFrame, out_prefix: Path, datasets: list[str] 
       When ``best`` has intervals (:func:`has_intervals`) also ``<dataset>_ci_low``,
       ``<dataset>_ci_high``; with ``not_worse`` ``<dataset>_p_vs_best`` (its ``p_holm``); when
       ``best`` has ``n_seeds`` a last column ``n_seeds``: the fewest replicates of the row's cells.
+      With the replicate spread of :func:`tunevlseg.report.stats.cell_summary` (``rep_means`` ...):
+      ``<dataset>_rep_means`` (``;``-separated), ``_rep_sd``, ``_rep_min``, ``_rep_max`` and
+      ``_unstable`` (the cell is in ``unstable``).
     * md: the :func:`dice_table` text; in ``**bold**`` per dataset column the rows that are not
       significantly worse than its best (``not_worse``, a
       :func:`tunevlseg.report.stats.versus_best` frame) or, without it, the best mean of the column
       (ties at 3 decimals included); in the ``mean`` column always the best mean as shown.
     * tex: a booktabs ``tabular`` with the same marks in ``\\textbf{}``.
+
+    Cells listed in ``unstable`` (a :func:`tunevlseg.report.stats.unstable_cells` frame) end in
+    :data:`UNSTABLE_MARK` in md and tex, with :data:`UNSTABLE_NOTE` under the table.
 
     Every file is written atomically (temp file + ``os.replace``).
     """
@@ -213,9 +260,12 @@ def write_dice_tables(best: pd.DataFrame, out_prefix: Path, datasets: list[str] 
     means, stds = dice_numeric(best, datasets, rows)
     table = dice_table(best, datasets, rows)
     bold = _best_mask(means) if not_worse is None else _not_worse_mask(means, not_worse)
+    flags = unstable_mask(unstable, list(stds.columns), list(means.index))
+    marked = _marked(table, flags)
+    note = f"\n{UNSTABLE_NOTE}\n" if flags.any().any() else ""
     csv_path, md_path, tex_path = (out_prefix.with_name(out_prefix.name + s)
                                    for s in (".csv", ".md", ".tex"))
-    write_text_atomic(csv_path, _numeric_csv(best, means, stds, not_worse).to_csv())
-    write_text_atomic(md_path, _markdown(table, bold))
-    write_text_atomic(tex_path, _latex(table, bold))
+    write_text_atomic(csv_path, _numeric_csv(best, means, stds, not_worse, flags).to_csv())
+    write_text_atomic(md_path, _markdown(marked, bold) + note)
+    write_text_atomic(tex_path, _latex(marked, bold, UNSTABLE_NOTE if note else ""))
     return [csv_path, md_path, tex_path]

@@ -15,7 +15,7 @@ from tunevlseg.report.render import render_report
 PNG = b"\x89PNG\r\n\x1a\n"
 GRID = Grid(("clipseg",), ("zeroshot", "coop", "vpt"), ("kvasir", "isic"))
 NEW_FIGURES = ("critical_difference", "cd_table", "dice_vs_params", "params_table")
-NEW_TABLES = ("pairwise", "rank_stability", "cost")
+NEW_TABLES = ("pairwise", "rank_stability", "unstable", "cost")
 
 
 @pytest.fixture(scope="module")
@@ -67,3 +67,31 @@ def test_bad_cost_frame_writes_nothing(per_image, tmp_path):
         render_report(GRID, cells, tmp_path / "t/dice", tmp_path / "f", dpi=40,
                       cost=cost_frame(GRID).drop(columns="n_trials"))
     assert not (tmp_path / "t").exists() and not (tmp_path / "f").exists()
+
+
+def test_a_collapsed_seed_is_marked_listed_and_logged(per_image, tmp_path, caplog):
+    """One seed of clipseg · coop on isic zeroed (the collapse seen on a new machine): the cell carries a
+    dagger in the Dice table, its interval spans both seeds, unstable.csv lists it, the log names it."""
+    collapsed = per_image.copy()
+    hit = (collapsed["method"] == "coop") & (collapsed["dataset"] == "isic") & (collapsed["replicate"] == 1)
+    collapsed.loc[hit, ["dice", "iou"]] = 0.0
+    cells = write_cells(tmp_path / "results", GRID, collapsed, n_trials=3)
+    tables = tmp_path / "out/tables/dice"
+    with caplog.at_level("WARNING"):
+        render_report(GRID, cells, tables, tmp_path / "out/figures", dpi=40, per_image=collapsed)
+    tabs = table_files(tables)
+    unstable = pd.read_csv(tabs["unstable"])
+    assert [tuple(r) for r in unstable[["method", "dataset"]].itertuples(index=False)] == [("coop", "isic")]
+    seeds = collapsed.loc[(collapsed["method"] == "coop") & (collapsed["dataset"] == "isic")]
+    good = seeds.loc[seeds["replicate"] == 0, "dice"].mean()
+    assert unstable.loc[0, "rep_means"] == f"{good:.3f};0.000"
+    md = open(tabs["dice"][1]).read()
+    coop = next(line for line in md.splitlines() if line.startswith("| clipseg · coop"))
+    assert coop.split("|")[3].strip().rstrip("*").endswith("†") and coop.split("|")[2].count("†") == 0
+    assert "† unstable" in md and r"$^\dagger$" in open(tabs["dice"][2]).read()
+    dice = pd.read_csv(tabs["dice"][0], index_col="row")
+    assert dice.loc["clipseg · coop", "isic_ci_low"] < 0.05 < good - 0.2 < dice.loc["clipseg · coop", "isic_ci_high"]
+    assert bool(dice.loc["clipseg · coop", "isic_unstable"]) and not bool(dice.loc["clipseg · coop", "kvasir_unstable"])
+    assert dice.loc["clipseg · coop", "isic_rep_min"] == 0.0
+    assert any("unstable cell clipseg/coop/isic" in r.getMessage() and f"{good:.3f}, 0.000" in r.getMessage()
+               for r in caplog.records)

@@ -10,7 +10,9 @@ import pandas as pd
 import pytest
 
 from tunevlseg.report.stats import (
+    N_BOOT,
     PAIRWISE_COLUMNS,
+    SEED,
     cell_summary,
     check_per_image,
     holm,
@@ -18,7 +20,9 @@ from tunevlseg.report.stats import (
     pairwise_tests,
     rank_biserial,
     summary_as_best,
+    unstable_cells,
     versus_best,
+    wilcoxon_pair,
 )
 from tunevlseg.report.tables import write_dice_tables
 
@@ -44,21 +48,91 @@ def pair_row(table: pd.DataFrame, a: str, b: str) -> pd.Series:
 
 def test_cell_mean_averages_replicates_and_ci_shifts_with_the_data():
     per_image = frame({("clipseg", "zeroshot"): [BASE],
-                       ("clipseg", "coop"): [BASE, BASE + 0.2],  # replicate average = BASE + 0.1
+                       ("clipseg", "coop"): [BASE + 0.1, BASE + 0.1],  # identical replicates
+                       ("clipseg", "cocoop"): [BASE, BASE + 0.2],  # replicate average = BASE + 0.1
                        ("clipseg", "vpt"): [BASE + 0.1]})
     s = cell_summary(per_image).set_index("method")
     assert s.loc["coop", "n_seeds"] == 2 and s.loc["zeroshot", "n_seeds"] == 1
     assert (s["n_images"] == 50).all()
-    assert s.loc["coop", "dice_mean"] == pytest.approx(BASE.mean() + 0.1)
+    assert s.loc["cocoop", "dice_mean"] == pytest.approx(BASE.mean() + 0.1)
     assert s.loc["zeroshot", "dice_std"] == pytest.approx(BASE.std())
-    # images are resampled after averaging the replicates: coop's interval is vpt's (same values),
-    # and both are zero-shot's shifted by 0.1 (same seed, same resamples)
+    # identical replicates add no seed variance: coop's interval is vpt's (same values), and both are
+    # zero-shot's shifted by 0.1 (same seed, same image resamples)
     for col in ("ci_low", "ci_high"):
         assert s.loc["coop", col] == pytest.approx(s.loc["vpt", col])
         assert s.loc["coop", col] == pytest.approx(s.loc["zeroshot", col] + 0.1)
+    # replicates 0.2 apart: the seeds widen the interval around the same mean
+    assert s.loc["cocoop", "ci_low"] < s.loc["vpt", "ci_low"] - 0.05
+    assert s.loc["cocoop", "ci_high"] > s.loc["vpt", "ci_high"] + 0.05
     assert s.loc["zeroshot", "ci_low"] < BASE.mean() < s.loc["zeroshot", "ci_high"]
     width = s.loc["zeroshot", "ci_high"] - s.loc["zeroshot", "ci_low"]
     assert 2 * 1.96 * BASE.std() / math.sqrt(50) == pytest.approx(width, rel=0.25)  # ≈ normal-theory width
+
+
+def test_one_replicate_interval_is_scipys_percentile_bootstrap():
+    from scipy import stats
+
+    ref = stats.bootstrap((BASE,), np.mean, n_resamples=N_BOOT, confidence_level=0.95, method="percentile",
+                          vectorized=True, rng=np.random.default_rng(SEED)).confidence_interval
+    for reps in ([BASE], [BASE, BASE, BASE]):
+        s = cell_summary(frame({("clipseg", "coop"): reps})).iloc[0]
+        assert (s["ci_low"], s["ci_high"]) == pytest.approx((ref.low, ref.high), abs=1e-12)
+
+
+def test_collapsed_replicate_gives_an_interval_that_spans_both_seeds():
+    """Replicates at 0.8 and 0.0 (the collapse seen on a new machine): the interval reaches both, and
+    the replicate spread is in the summary; before, an image bootstrap printed 0.400 [0.38, 0.42]."""
+    good = np.clip(0.8 + RNG.normal(0, 0.05, 60), 0, 1)
+    s = cell_summary(frame({("clipseg", "coop"): [good, np.zeros(60)]})).iloc[0]
+    assert s["dice_mean"] == pytest.approx(good.mean() / 2)
+    assert s["ci_low"] < 0.05 and s["ci_high"] > 0.75
+    assert s["rep_means"] == f"{good.mean():.3f};0.000"
+    assert s["rep_min"] == 0.0 and s["rep_max"] == pytest.approx(good.mean())
+    assert s["rep_sd"] == pytest.approx(good.mean() / math.sqrt(2))
+
+
+def test_unstable_cells_names_spread_and_replicates_below_zero_shot():
+    good = np.clip(0.8 + RNG.normal(0, 0.05, 40), 0, 1)
+    per_image = frame({("clipseg", "zeroshot"): [np.full(40, 0.3)],
+                       ("clipseg", "coop"): [good, np.zeros(40)],  # collapsed seed
+                       ("clipseg", "vpt"): [good, good - 0.05],  # spread 0.05: stable
+                       ("clipseg", "maple"): [np.full(40, 0.31), np.full(40, 0.29)]})  # one seed below zero-shot
+    summary = cell_summary(per_image)
+    table = unstable_cells(summary).set_index("method")
+    assert list(table.index) == ["coop", "maple"]
+    assert table.loc["coop", "spread"] == pytest.approx(good.mean())
+    assert table.loc["coop", "reason"].startswith(f"replicates differ by {good.mean():.3f} > 0.1")
+    assert "replicate 1 no better than zero-shot (0.300)" in table.loc["coop", "reason"]
+    assert table.loc["maple", "reason"] == "replicate 1 no better than zero-shot (0.300)"
+    assert table.loc["maple", "zeroshot"] == pytest.approx(0.3)
+    assert list(unstable_cells(summary, spread=0.9).set_index("method").index) == ["coop", "maple"]
+    assert unstable_cells(cell_summary(frame({("clipseg", "vpt"): [good, good - 0.05]}))).empty
+
+
+def test_one_collapsed_seed_does_not_make_a_row_significantly_worse():
+    """Best row 0.8 in both seeds; the other 0.8 in one seed and 0.0 in the other: the seeds do not show
+    it is worse (it ties the best in one of them), so it stays bold; on replicate averages it would not."""
+    good = np.clip(0.8 + RNG.normal(0, 0.05, 40), 0, 1)
+    per_image = frame({("clipseg", "coop"): [good, good], ("clipseg", "vpt"): [good, np.zeros(40)]})
+    rows = ["clipseg · coop", "clipseg · vpt"]
+    seeds = versus_best(per_image, rows).set_index("row")
+    averaged = versus_best(image_means(per_image), rows).set_index("row")
+    assert averaged.loc["clipseg · vpt", "p_holm"] < 1e-6 and not averaged.loc["clipseg · vpt", "not_worse"]
+    assert seeds.loc["clipseg · vpt", "p"] == 1.0 and seeds.loc["clipseg · vpt", "not_worse"]
+    pair = pair_row(pairwise_tests(per_image, rows), "clipseg · vpt", "clipseg · coop")
+    assert pair["p"] == 1.0 and pair["effect_size"] == pytest.approx(-1.0)
+
+
+def test_identical_replicates_give_todays_tests():
+    per_image = marked_rows_frame()
+    doubled = pd.concat([per_image, per_image.assign(replicate=per_image["replicate"] + 10)])
+    rows = ["clipseg · zeroshot", "clipseg · coop", "clipseg · vpt", "clipseg · maple"]
+    for fn in (pairwise_tests, versus_best):
+        a, b = fn(image_means(per_image), rows), fn(doubled, rows)
+        pd.testing.assert_frame_equal(a, b, rtol=1e-12)
+    wide = image_means(per_image).pivot(index="id", columns="row", values="dice")
+    for _, r in pairwise_tests(doubled, rows).iterrows():  # the two-sided p is SciPy's two-sided Wilcoxon
+        assert r["p"] == pytest.approx(wilcoxon_pair((wide[r["row_a"]] - wide[r["row_b"]]).to_numpy()), abs=1e-12)
 
 
 def test_cell_summary_degenerate_cases():
