@@ -12,6 +12,8 @@ import logging
 import sys
 from pathlib import Path
 
+from . import __version__
+
 
 def _settings(text: str) -> dict:
     try:
@@ -231,6 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``tunevlseg`` command."""
     parser = argparse.ArgumentParser(prog="tunevlseg", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging and full tracebacks")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("synth", help="write a synthetic dataset in its raw layout")

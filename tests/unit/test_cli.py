@@ -58,3 +58,17 @@ def test_every_training_command_takes_threads_and_sets_them():
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_version_prints_the_package_version(capsys):
+    import pytest
+
+    from tunevlseg import __version__
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out.strip() == f"tunevlseg {__version__}"
+    from importlib import metadata
+
+    assert metadata.version("tunevlseg") == __version__
