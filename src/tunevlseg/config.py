@@ -349,8 +349,8 @@ def report_settings(config: dict) -> dict:
 
 
 __all__ = ["CACHE_KEYS", "CATALOGUE", "ConfigError", "METHOD_PARTS", "RUN_ONLY_TUNING_KEYS", "SCHEMA", "SCHEMA_DEFAULT",
-           "cell_settings", "check_config", "effective_settings", "effective_settings_lines", "features_input", "features_settings",
-           "global_training", "layout", "load_config_file", "make_grid", "model_options", "model_size",
-           "n_replicates", "replicate_files", "report_settings", "standin_settings", "training_defaults",
+           "cell_settings", "check_config", "effective_settings", "effective_settings_lines", "features_input",
+           "features_settings", "global_training", "layout", "load_config_file", "make_grid", "model_options",
+           "model_size", "n_replicates", "replicate_files", "report_settings", "standin_settings", "training_defaults",
            "training_settings", "uses_feature_cache", "validate_schema", "validate_workflow_config", "weights_input",
            "weights_value", "worker_markers"]

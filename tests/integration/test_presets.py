@@ -69,7 +69,9 @@ def test_the_rules_settings_are_the_effective_settings_and_epochs_reach_finetune
 
     depth = {"type": "int", "low": 1, "high": 3}
     overlay = {"benchmark": {"models": ["clipseg"], "methods": ["coop", "finetune", "maple"], "datasets": ["kvasir"]},
-               "methods": {"maple": {"search": {"depth": depth}}}, **({"training": {"epochs": epochs}} if epochs else {})}
+               "methods": {"maple": {"search": {"depth": depth}}}}
+    if epochs:
+        overlay["training"] = {"epochs": epochs}
     quick = tmp_path / "quick.yaml"
     quick.write_text(yaml.safe_dump(overlay))
     out = snakemake(tmp_path, "-n", "-p", "--configfile", str(PRESET), str(quick), timeout=300)
