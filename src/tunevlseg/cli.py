@@ -205,7 +205,7 @@ def cmd_report(args) -> None:
 
 
 def cmd_check_config(args) -> None:
-    from .config import check_config, load_config_file, validate_schema
+    from .config import check_config, effective_settings_lines, load_config_file, validate_schema
 
     schema = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
     for path in args.paths:
@@ -214,6 +214,9 @@ def cmd_check_config(args) -> None:
             validate_schema(config, str(path), schema)
         check_config(_with_schema_defaults(config), str(path))
         print(f"{path}: ok")
+        if args.show_effective:
+            print(f"{path}: effective method settings (README \"Configuration\": precedence)")
+            print("\n".join(effective_settings_lines(config)))
 
 
 def _with_schema_defaults(config: dict) -> dict:
@@ -335,6 +338,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("check-config", help="check config files: YAML syntax (file and line), schema, cross-references")
     p.add_argument("paths", nargs="+", help="config files, e.g. config.yaml my_paper.yaml")
+    p.add_argument("--show-effective", action="store_true",
+                   help="print each grid method's effective search, fixed and training settings and where each "
+                        "value comes from (a config key, the method catalogue or the schema's default)")
     p.set_defaults(func=cmd_check_config)
 
     p = sub.add_parser("show-table", help="print a table file")

@@ -10,10 +10,11 @@ reruns only the aggregation (Snakemake reruns jobs whose params change).
 from __future__ import annotations
 
 import copy
+import functools
 from pathlib import Path
 
 from .cells import Grid, Layout
-from .methods import METHODS, method_settings
+from .methods import METHODS, catalogue_settings
 from .models.registry import REGISTRY as MODELS
 from .models.registry import supported_methods
 
@@ -25,6 +26,12 @@ RUN_ONLY_TUNING_KEYS = ("workers_per_cell", "storage", "final_seeds")
 CACHE_KEYS = ("cache_views", "cache_dtype")
 #: Stand-in keys passed to pretraining (the rest of ``models.<m>.standin`` says which data to use).
 STANDIN_KEYS = ("arch", "vocabulary", "epochs", "batch_size", "lr", "min_grounding_gap")
+#: The workflow's config schema (its defaults of ``training.*`` are the lowest layer of every method's training).
+SCHEMA = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+#: Where an effective setting comes from when no config key set it (else: that key's path).
+SCHEMA_DEFAULT, CATALOGUE = "schema default", "catalogue"
+#: The parts of a method's settings, in the order they are shown.
+METHOD_PARTS = ("search", "fixed", "training")
 
 
 class ConfigError(ValueError):
@@ -109,12 +116,13 @@ def _check_method(config: dict, name: str, source: str) -> None:
     method = METHODS[name]
     if not method.tuned:
         return
-    settings = method_settings(name, (config.get("methods") or {}).get(name))
-    space, fixed = settings.get("search", {}), settings.get("fixed", {})
+    settings = effective_settings(config, name)
+    space, fixed = settings["search"], settings["fixed"]
+    given = (config.get("methods") or {}).get(name) or {}
     key = f"methods.{name}"
     accepted = method.accepted_search_keys()
-    for part, values in (("search", space), ("fixed", fixed)):
-        unknown = sorted(set(values) - set(accepted))
+    for part in ("search", "fixed"):
+        unknown = sorted(set(given.get(part) or {}) - set(accepted))
         if unknown:
             raise ConfigError(source, f"{key}.{part}", f"unknown hyper-parameter(s) {unknown}; {name} accepts "
                                                        f"{list(accepted)}")
@@ -165,16 +173,111 @@ def standin_settings(config: dict, model: str) -> dict:
             "device": config["device"]}
 
 
+@functools.cache
+def _schema_training_defaults() -> dict:
+    import yaml
+
+    schema = yaml.safe_load(SCHEMA.read_text(encoding="utf-8"))
+    return {k: v["default"] for k, v in schema["properties"]["training"]["properties"].items() if "default" in v}
+
+
+def training_defaults() -> dict:
+    """The schema's defaults of ``training.*``: the lowest layer of every method's training."""
+    return copy.deepcopy(_schema_training_defaults())
+
+
+def global_training(config: dict) -> dict:
+    """The top-level ``training`` over the schema's defaults (no method's overrides)."""
+    return {**training_defaults(), **copy.deepcopy(config.get("training") or {})}
+
+
+def validate_workflow_config(config: dict, schema: str | Path = SCHEMA) -> None:
+    """Snakemake's schema check, which fills in the schema's defaults — except under ``training``: those are
+    applied per method by :func:`effective_settings`, below a method's catalogue training, which only the
+    training keys a config sets override. Used by the Snakefile and by ``tunevlseg estimate``."""
+    from snakemake.utils import validate
+
+    training = copy.deepcopy(config.get("training"))
+    validate(config, str(schema))
+    config["training"] = training or {}
+
+
+def _merge_hyperparameters(catalogue: dict, given: dict, where: str) -> dict:
+    """``search`` and ``fixed`` (name → (value, source)): the catalogue's, except that each hyper-parameter
+    the config names under either part is the config's in both (null: neither); a part given as null
+    drops the catalogue's whole part."""
+    cat = {part: {} if part in given and given[part] is None else catalogue.get(part, {})
+           for part in ("search", "fixed")}
+    mine = {part: given.get(part) or {} for part in ("search", "fixed")}
+    named = set(mine["search"]) | set(mine["fixed"])
+    out = {}
+    for part in ("search", "fixed"):
+        out[part] = {}
+        for k in (*cat[part], *mine[part]):
+            if k not in named:
+                out[part][k] = (cat[part][k], CATALOGUE)
+            elif mine[part].get(k) is not None:
+                out[part][k] = (copy.deepcopy(mine[part][k]), f"{where}.{part}.{k}")
+    return out
+
+
+def effective_settings(config: dict, method: str, sources: bool = False) -> dict:
+    """A method's ``search``, ``fixed`` and ``training`` as every cell of it gets them (README "Configuration":
+    precedence); with ``sources`` each value is a ``(value, source)`` pair, source = the config key that set
+    it, :data:`CATALOGUE` or :data:`SCHEMA_DEFAULT`. The one place the layers are merged; every consumer
+    (the rules' cell settings, ``tune`` through them, ``estimate``, ``check-config``) reads it.
+
+    ``training``, lowest first: the schema's defaults < the catalogue's training of the method (finetune's
+    40 epochs) < the config's ``training`` < the config's ``methods.<m>.training`` (null there: the
+    catalogue's value of that key is not used). ``search``/``fixed``: see :func:`_merge_hyperparameters`."""
+    given = (config.get("methods") or {}).get(method) or {}
+    where = f"methods.{method}"
+    catalogue = catalogue_settings(method)
+    out = _merge_hyperparameters(catalogue, given, where)
+    mine = given.get("training") or {}
+    cat_training = {} if "training" in given and given["training"] is None else catalogue.get("training", {})
+    layers = ((SCHEMA_DEFAULT, training_defaults()),
+              (CATALOGUE, {k: v for k, v in cat_training.items() if not (k in mine and mine[k] is None)}),
+              ("training", config.get("training") or {}),
+              (f"{where}.training", {k: v for k, v in mine.items() if v is not None}))
+    out["training"] = {}
+    for layer, values in layers:
+        keyed = layer not in (SCHEMA_DEFAULT, CATALOGUE)  # a config key: the source names it
+        out["training"].update({k: (copy.deepcopy(v), f"{layer}.{k}" if keyed else layer) for k, v in values.items()})
+    if sources:
+        return out
+    return {part: {k: v for k, (v, _) in out[part].items()} for part in METHOD_PARTS}
+
+
 def training_settings(config: dict, method: str) -> dict:
-    """The top-level ``training`` with the method's overrides (``methods.<m>.training``) on top."""
-    method_cfg = method_settings(method, (config.get("methods") or {}).get(method))
-    return {**config.get("training", {}), **method_cfg.get("training", {})}
+    """The training every trial of ``method`` gets (:func:`effective_settings`)."""
+    return effective_settings(config, method)["training"]
+
+
+def _flow(value) -> str:
+    """A value as YAML flow text on one line (as a config would write it)."""
+    import yaml
+
+    return yaml.safe_dump([value], default_flow_style=True, sort_keys=False, width=10**9).strip()[1:-1]
+
+
+def effective_settings_lines(config: dict, methods=None) -> list[str]:
+    """``check-config --show-effective``: each method's effective settings (default: the grid's methods), one
+    line per key: the value and where it comes from (:func:`effective_settings`)."""
+    lines = []
+    for method in methods or config["benchmark"]["methods"]:
+        settings = effective_settings(config, method, sources=True)
+        rows = [(f"{part}.{k}", _flow(v), src) for part in METHOD_PARTS for k, (v, src) in settings[part].items()]
+        key_w, value_w = (max((len(r[i]) for r in rows), default=0) for i in (0, 1))
+        lines.append(f"  {method}")
+        lines += [f"    {key:<{key_w}}  {value:<{value_w}}  {src}" for key, value, src in rows]
+    return lines
 
 
 def cell_settings(config: dict, model: str, method: str, dataset: str) -> dict:
     """Everything that determines one cell's trials (``tunevlseg.tune.CellSpec`` fields)."""
     tuning = {k: v for k, v in config.get("tuning", {}).items() if k not in RUN_ONLY_TUNING_KEYS}
-    method_cfg = method_settings(method, (config.get("methods") or {}).get(method))
+    method_cfg = effective_settings(config, method)
     return {
         "model": model,
         "method": method,
@@ -184,9 +287,9 @@ def cell_settings(config: dict, model: str, method: str, dataset: str) -> dict:
         "prompt_key": config["prompt"],
         "seed": config["seed"],
         "device": config["device"],
-        "search": method_cfg.get("search", {}),
-        "fixed": method_cfg.get("fixed", {}),
-        "training": training_settings(config, method),
+        "search": method_cfg["search"],
+        "fixed": method_cfg["fixed"],
+        "training": method_cfg["training"],
         **copy.deepcopy(tuning),
     }
 
@@ -210,7 +313,7 @@ def features_input(config: dict, model: str, method: str, dataset: str) -> list[
 def features_settings(config: dict, model: str) -> dict:
     """What ``tunevlseg features`` needs: the model and its weights, the cache's dtype and views; the
     augmentation seed of the views is the config's seed."""
-    training = config.get("training", {})
+    training = global_training(config)
     return {"model": model, "weights": weights_value(config, model), "model_options": model_options(config, model),
             "dtype": training.get("cache_dtype", "float16"), "views": training.get("cache_views", 0),
             "seed": config["seed"], "batch_size": training.get("batch_size", 32), "device": config["device"],
@@ -245,8 +348,9 @@ def report_settings(config: dict) -> dict:
     return {**config.get("report", {}), **grid, "domains": make_grid(config).domains}
 
 
-__all__ = ["CACHE_KEYS", "ConfigError", "RUN_ONLY_TUNING_KEYS", "cell_settings", "check_config", "features_input",
-           "features_settings", "layout", "load_config_file", "make_grid", "model_options", "model_size",
-           "n_replicates", "replicate_files", "report_settings", "standin_settings", "uses_feature_cache",
-           "validate_schema", "weights_input", "weights_value",
-           "worker_markers"]
+__all__ = ["CACHE_KEYS", "CATALOGUE", "ConfigError", "METHOD_PARTS", "RUN_ONLY_TUNING_KEYS", "SCHEMA", "SCHEMA_DEFAULT",
+           "cell_settings", "check_config", "effective_settings", "effective_settings_lines", "features_input",
+           "features_settings", "global_training", "layout", "load_config_file", "make_grid", "model_options",
+           "model_size", "n_replicates", "replicate_files", "report_settings", "standin_settings", "training_defaults",
+           "training_settings", "uses_feature_cache", "validate_schema", "validate_workflow_config", "weights_input",
+           "weights_value", "worker_markers"]

@@ -303,16 +303,16 @@ def cell_cost(t: PairTiming, training: dict, tuning: dict, samples: tuple[int, i
 
 
 def load_config(path: Path) -> dict:
-    """A workflow config with the schema's defaults filled in and the workflow's own checks applied."""
+    """A workflow config as the Snakefile sees it (the schema's defaults filled in, training's per method) and the
+    workflow's own checks applied."""
     import yaml
-    from snakemake.utils import validate
 
-    from .config import check_config
+    from .config import check_config, validate_workflow_config
 
     if not path.is_file():
         raise FileNotFoundError(f"config file not found: {path}")
     config = yaml.safe_load(path.read_text()) or {}
-    validate(config, str(Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"))
+    validate_workflow_config(config)
     check_config(config, str(path))
     return config
 
@@ -334,14 +334,15 @@ def parse_samples(items: list[str]) -> dict:
 def estimate_from_config(path: Path, steps: int = 3, device: str | None = None, batch_size: int | None = None,
                          samples: list[str] | None = None, out=print) -> float:
     """Time, multiply, print the table; returns the total hours."""
-    from .config import make_grid, model_options, model_size, training_settings, uses_feature_cache, weights_value
+    from .config import (effective_settings, global_training, make_grid, model_options, model_size, training_settings,
+                         uses_feature_cache, weights_value)
     from .train.loop import pick_device
 
     config = load_config(Path(path))
     overrides = parse_samples(samples or [])
     dev = pick_device(device or config.get("device", "auto"))
     unit = "GPU" if dev.type == "cuda" else "CPU"
-    timing_batch = batch_size or (config["training"].get("batch_size", 32) if dev.type == "cuda" else 2)
+    timing_batch = batch_size or (global_training(config)["batch_size"] if dev.type == "cuda" else 2)
     grid = make_grid(config)
     tuning = config.get("tuning", {})
     out(f"estimate of {path} on {dev} ({torch.get_num_threads()} threads), timing batch {timing_batch}, "
@@ -356,8 +357,8 @@ def estimate_from_config(path: Path, steps: int = 3, device: str | None = None, 
             if m != model:
                 continue
             started = time.perf_counter()
-            settings = (config.get("methods") or {}).get(method)
-            amp = training_settings(config, method).get("amp", True)
+            settings = effective_settings(config, method)
+            amp = settings["training"]["amp"]
             timings[(model, method)] = time_pair(adapter, method, size, timing_batch, steps, dev, amp, settings,
                                                  cached=uses_feature_cache(config, method), model=model)
             log.info("timed %s · %s in %.0f s", model, method, time.perf_counter() - started)
@@ -378,7 +379,7 @@ def estimate_from_config(path: Path, steps: int = 3, device: str | None = None, 
         cached = uses_feature_cache(config, method)
         seconds, step = cell_cost(timings[(model, method)], training, tuning, counts, cached, info.tuned)
         if cached:
-            views = config["training"].get("cache_views", 0)
+            views = global_training(config)["cache_views"]
             t = timings[(model, method)]
             feature_jobs[(model, dataset)] = (images * (1 + views) + counts[1] + counts[2]) * t.encode_img_s
         runs = tuning.get("n_trials", 20) + max(0, tuning.get("final_seeds", 1) - 1) if info.tuned else 0

@@ -37,9 +37,10 @@ class Method:
     ``trains_model``: every weight is trained (each trial starts from freshly loaded weights).
     ``hparams``: the learner's own hyper-parameters (keyword arguments of its ``__init__``), the
     names a config may use under ``methods.<name>.search`` / ``fixed`` besides lr, weight_decay, depth.
-    ``search`` / ``fixed`` / ``training``: the paper's settings, the default for a method the config
-    leaves out — the reference code's search space, its semantics as fixed options where ours differ
-    (README, "Where we deliberately differ"), training overrides.
+    ``search`` / ``fixed`` / ``training``: the paper's settings, under what a config sets for the method
+    (merged key by key, ``tunevlseg.config.effective_settings``) — the reference code's search space, its
+    semantics as fixed options where ours differ (README, "Where we deliberately differ"), training
+    overrides (below the config's own ``training``).
     """
 
     name: str
@@ -133,10 +134,9 @@ def get_method(name: str) -> Method:
     return METHODS[name]
 
 
-def method_settings(name: str, configured: Mapping | None) -> dict:
-    """The configured ``methods.<name>`` settings, or the paper's (search space, training) when absent."""
-    if configured:
-        return copy.deepcopy(dict(configured))
+def catalogue_settings(name: str) -> dict:
+    """The paper's settings of ``name`` (search space, fixed options, training overrides): the catalogue layer
+    under a config's own (``tunevlseg.config.effective_settings`` merges them, README: precedence)."""
     method = get_method(name)
     out: dict = {}
     if method.tuned:
@@ -148,5 +148,5 @@ def method_settings(name: str, configured: Mapping | None) -> dict:
     return out
 
 
-__all__ = ["CATALOGUE", "DEPTH_KEY", "METHODS", "METHOD_ORDER", "Method", "OPTIMISER_KEYS", "get_method",
-           "method_settings"]
+__all__ = ["CATALOGUE", "DEPTH_KEY", "METHODS", "METHOD_ORDER", "Method", "OPTIMISER_KEYS", "catalogue_settings",
+           "get_method"]

@@ -6,6 +6,8 @@ import json
 import re
 import time
 
+import pytest
+
 from tunevlseg.methods import METHODS
 
 from .test_workflow import REPO, snakemake
@@ -52,3 +54,39 @@ def test_fast_preset_is_an_overlay_that_prunes_and_stores_views(tmp_path):
     cached = [m.group(1) for m in re.finditer(r"tunevlseg tune .*?--out results/cells/\w+/(\w+)/\w+ .*?--features",
                                               text)]
     assert sorted(set(cached)) == ["cocoop", "coop"] and len(cached) == 40
+
+
+
+@pytest.mark.parametrize("epochs", [2, None])
+def test_the_rules_settings_are_the_effective_settings_and_epochs_reach_finetune(tmp_path, epochs):
+    """A quick-run overlay on the paper preset: training.epochs reaches fine-tuning (the catalogue's 40 yields
+    to a value the config sets, not to the schema's default 20), a partial search keeps the catalogue's other
+    keys, and every tune job's settings are tunevlseg.config.cell_settings of the config as validated."""
+    import yaml
+    from snakemake.utils import update_config
+
+    from tunevlseg import config as cfg
+
+    depth = {"type": "int", "low": 1, "high": 3}
+    overlay = {"benchmark": {"models": ["clipseg"], "methods": ["coop", "finetune", "maple"], "datasets": ["kvasir"]},
+               "methods": {"maple": {"search": {"depth": depth}}}}
+    if epochs:
+        overlay["training"] = {"epochs": epochs}
+    quick = tmp_path / "quick.yaml"
+    quick.write_text(yaml.safe_dump(overlay))
+    out = snakemake(tmp_path, "-n", "-p", "--configfile", str(PRESET), str(quick), timeout=300)
+    text = out.stdout + out.stderr
+    assert out.returncode == 0, text[-3000:]
+    settings = [json.loads(m.group(1)) for m in re.finditer(r"tunevlseg tune .*?--settings '(\{.*?\})'", text)]
+    by_method = {s["method"]: s for s in settings}
+    assert sorted(by_method) == ["coop", "finetune", "maple"]
+    assert {m: s["training"]["epochs"] for m, s in by_method.items()} == (
+        {"coop": 2, "finetune": 2, "maple": 2} if epochs else {"coop": 20, "finetune": 40, "maple": 20})
+    assert by_method["finetune"]["search"] == METHODS["finetune"].search
+    assert by_method["maple"]["search"] == {**METHODS["maple"].search, "depth": depth}
+    assert by_method["maple"]["fixed"] == METHODS["maple"].fixed
+    config = yaml.safe_load(PRESET.read_text())
+    update_config(config, overlay)
+    cfg.validate_workflow_config(config)
+    for method, s in by_method.items():
+        assert s == json.loads(json.dumps(cfg.cell_settings(config, "clipseg", method, "kvasir"))), method

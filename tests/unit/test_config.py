@@ -24,7 +24,7 @@ def _demo():
     (lambda c: c["methods"]["vpt"]["search"].update(weight_decy=c["methods"]["vpt"]["search"]["weight_decay"]),
      "methods.vpt.search", ["weight_decy", "weight_decay", "depth"]),
     (lambda c: c["methods"]["cocoop"].update(fixed={"hiden": 32}), "methods.cocoop.fixed", ["hiden", "hidden"]),
-    (lambda c: c["methods"]["coop"]["search"].pop("depth"), "methods.coop.search", ["depth"]),
+    (lambda c: c["methods"]["coop"]["search"].update(depth=None), "methods.coop.search", ["depth"]),  # null removes
     (lambda c: c["methods"]["coop"]["search"]["lr"].update(low=0.1, high=0.01), "methods.coop.search.lr",
      ["low 0.1 > high 0.01"]),
     (lambda c: c["models"]["cris"]["standin"].update(dataset="nowhere"), "models.cris.standin.dataset",
@@ -44,7 +44,7 @@ def test_errors_name_the_file_and_the_key(edit, key, words):
 def test_the_demo_config_passes_and_fixed_values_count_as_given():
     cfg.check_config(_demo())
     config = _demo()
-    config["methods"]["coop"]["search"].pop("depth")
+    config["methods"]["coop"]["search"].pop("depth")  # the catalogue's range is dropped: a fixed value is given
     config["methods"]["coop"]["fixed"] = {"depth": 2}
     cfg.check_config(config)
 
@@ -55,10 +55,10 @@ def test_cell_settings_are_the_cells_slice_only():
     s = cfg.cell_settings(config, "cris", "coop", "ctvolumes")
     assert s["weights"] == "results/pretrained/cris-standin" and s["model_options"] == {"image_size": 64}
     assert s["search"] == config["methods"]["coop"]["search"] and s["fixed"] == {}
-    assert s["training"] == config["training"]
+    assert s["training"] == {**cfg.training_defaults(), **config["training"]}
     assert "workers_per_cell" not in s and "storage" not in s and s["n_trials"] == config["tuning"]["n_trials"]
     finetune = cfg.cell_settings(config, "clipseg", "finetune", "newlook")
-    assert finetune["training"] == {**config["training"], "epochs": 40}  # the method's override wins
+    assert finetune["training"] == {**s["training"], "epochs": 40}  # the method's own value wins
     assert cfg.worker_markers(config, "clipseg", "coop", "newlook") == [
         f"results/cells/clipseg/coop/newlook/workers/{i}.json" for i in range(3)]
     assert cfg.worker_markers(config, "clipseg", "zeroshot", "newlook") == []  # no study, no workers

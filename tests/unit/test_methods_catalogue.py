@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from tunevlseg.config import cell_settings
-from tunevlseg.methods import CATALOGUE, METHODS, get_method, method_settings
+from tunevlseg.methods import CATALOGUE, METHODS, catalogue_settings, get_method
 from tunevlseg.models.registry import REGISTRY, supports
 from tunevlseg.prompts import learner_class
 from tunevlseg.report.collect import BASELINES
@@ -47,7 +47,7 @@ def learner_hparams(cls) -> set[str]:
 @pytest.mark.parametrize("method", METHODS)
 def test_paper_space_is_valid_under_the_schema_and_uses_accepted_names(method):
     info = METHODS[method]
-    settings = method_settings(method, None)
+    settings = catalogue_settings(method)
     method_schema = {"$defs": SCHEMA["$defs"], **SCHEMA["$defs"]["method"]}
     jsonschema.validate(settings, method_schema)
     space = settings.get("search", {})
@@ -80,14 +80,12 @@ def test_derived_traits():
         supports("sam", "coop")
 
 
-def test_configured_settings_win_and_missing_ones_fall_back():
-    mine = {"search": {"lr": {"type": "float", "low": 0.01, "high": 0.02}}}
-    assert method_settings("coop", mine) == mine
-    fallback = method_settings("cocoop", None)
+def test_catalogue_settings_are_copies_of_the_paper_settings():
+    fallback = catalogue_settings("cocoop")
     fallback["search"]["hidden"]["choices"].append(256)  # a copy: the catalogue itself is untouched
     assert METHODS["cocoop"].search["hidden"]["choices"] == [32, 64, 128]
-    assert method_settings("finetune", None)["training"] == {"epochs": 40}
-    assert method_settings("zeroshot", None) == {}
+    assert catalogue_settings("finetune")["training"] == {"epochs": 40}
+    assert catalogue_settings("zeroshot") == {}
 
 
 def test_paper_space_samples_the_documented_choices():

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from tests.conftest import VIT_B16
-from tunevlseg.methods import METHODS, method_settings
+from tunevlseg.methods import METHODS, catalogue_settings
 from tunevlseg.prompts import build_learner
 from tunevlseg.prompts.projections import parse_projection
 from tunevlseg.tune import suggest
@@ -184,7 +184,7 @@ def test_shared_attention_refuses_heads_not_dividing_width():
 @pytest.mark.parametrize("method", ["cocoop", "maple", "shared_separate", "shared_attention", "vpt"])
 def test_paper_settings_build_for_every_sampled_point(method):
     """Every point of the paper's search space, with its fixed reference options, builds a learner."""
-    settings = method_settings(method, None)
+    settings = catalogue_settings(method)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     space = {k: v for k, v in settings["search"].items() if k not in ("lr", "weight_decay", "depth")}
