@@ -320,8 +320,8 @@ class FeatureCache:
         self.verify(checksums)
 
     def verify(self, checksums: bool = False) -> None:
-        """Every file of the manifest has its recorded size and, with ``checksums``, its sha256 (reading
-        the whole cache: measured 0.8 s per GB here, README "Speed"); else quarantine and fail naming it."""
+        """Every file of the manifest has its recorded size and, with ``checksums``, its sha256 (reads the
+        whole cache: 1.2-1.8 s per GB measured on the 2-core dev machine); else quarantine, fail naming it."""
         files = self.meta["files"]
         for name, record in files.items():
             path = self.folder / name
@@ -372,7 +372,7 @@ class StoredArray:
     error naming it (a memory map dies with SIGBUS instead). Picklable: each process opens its own handle."""
 
     def __init__(self, path: Path):
-        self.path, self._fd = Path(path), None
+        self.path, self._file = Path(path), None
         with open(self.path, "rb") as fh:
             try:
                 version = np.lib.format.read_magic(fh)
@@ -389,23 +389,19 @@ class StoredArray:
 
     def take(self, views, rows) -> np.ndarray:
         """The rows ``rows[j]`` of views ``views[j]``, stacked: shape ``(len(rows), ...)``."""
-        if self._fd is None:
-            self._fd = os.open(self.path, os.O_RDONLY)
+        if self._file is None:
+            self._file = open(self.path, "rb", buffering=0)  # noqa: SIM115 - closed when the array is collected
         out = np.empty((len(rows), *self.shape[2:]), self.dtype)
         buffers = out.reshape(len(rows), -1).view(np.uint8)
         for j, (view, row) in enumerate(zip(views, rows, strict=True)):
             position = self.offset + (int(view) * self.shape[1] + int(row)) * self.row_bytes
-            if _pread_into(self._fd, buffers[j], position) != self.row_bytes:
+            if _pread_into(self._file.fileno(), buffers[j], position) != self.row_bytes:
                 raise _Damaged(f"{self.path.name} ends before image row {int(row)} of view {int(view)} (cut short "
                                "while in use)")
         return out
 
     def __getstate__(self):
-        return {**self.__dict__, "_fd": None}
-
-    def __del__(self):
-        if getattr(self, "_fd", None) is not None:
-            os.close(self._fd)
+        return {**self.__dict__, "_file": None}
 
 
 class FeatureSplit:
