@@ -149,8 +149,8 @@ def check_space(folder: Path, needed: int) -> None:
 
 def _clear_leftovers(out_dir: Path) -> None:
     """Remove what killed builds left (``<out>.tmp-*``, ``<out>.old-*``) and caches moved aside as damaged."""
-    damaged = sorted(out_dir.parent.glob(f"{out_dir.name}.damaged-*")) if out_dir.parent.is_dir() else []
-    for folder in leftovers(out_dir) + damaged:
+    damaged = [p for p in out_dir.parent.iterdir() if p.name.startswith(f"{out_dir.name}.damaged-") and p.is_dir()]
+    for folder in leftovers(out_dir) + sorted(damaged):
         size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
         log.warning("features: removing %s (%d bytes) left by an earlier run", folder, size)
         shutil.rmtree(folder, ignore_errors=True)
