@@ -32,6 +32,9 @@ rule pretrain_standin:
 
 # A model's unprompted image features of one prepared dataset, computed once and shared by every trial and
 # seed of the cells that read them (rules/common.smk: tune_features; src/tunevlseg/features.py).
+# `weights_id` (unused by the command) is the content hash of local weights: replacing a weight file in
+# place reruns this rule (and so the cells on the cache). A cell moves a damaged or stale cache aside, so
+# the next run rebuilds it.
 rule features:
     input:
         prepared=lambda w: L.prepared(w.dataset, w.size),
@@ -40,6 +43,7 @@ rule features:
         directory(L.features("{model}", "{dataset}", "{size}")),
     params:
         settings=features_settings,
+        weights_id=lambda w: cfg.weights_trigger(config, w.model),
     priority: 2
     threads: 1
     resources:

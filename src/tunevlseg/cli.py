@@ -7,6 +7,7 @@ config the rule passes as a param), so the rules hold no logic.
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import json
 import logging
 import sys
@@ -372,6 +373,10 @@ def run_local(argv: list[str]) -> int:
 
 
 def _run(args) -> int:
+    try:  # a fatal signal (e.g. SIGBUS on a memory-mapped file cut short) still logs a traceback
+        faulthandler.enable()
+    except (ValueError, OSError, RuntimeError):  # stderr without a file descriptor (captured)
+        pass
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s")
     from .preempt import Preempted
 

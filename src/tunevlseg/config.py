@@ -157,6 +157,20 @@ def weights_value(config: dict, model: str) -> str:
     return weights_input(config, model) or config["models"][model]["weights"]
 
 
+def weights_trigger(config: dict, model: str) -> str:
+    """A param of the ``features`` rule that changes when the content of local weights does, so that Snakemake
+    reruns it (a path string stays the same when a file is replaced in place): the digest of
+    ``study.weights_identity`` (sha256 of the files, once per Snakemake process). "" for the stand-in (a rule
+    input already) and hub names (the name is in the settings; the cell checks the revision when it opens the cache).
+    """
+    weights = config["models"][model]["weights"]
+    if weights == "standin" or not Path(weights).exists():
+        return ""
+    from .study import fingerprint, weights_identity  # optuna: imported only for local weights
+
+    return fingerprint(weights_identity(weights))
+
+
 def model_options(config: dict, model: str) -> dict:
     """Loading options besides the weights (CRIS: backbone, tokenizer, image size, token budget)."""
     return {k: v for k, v in config["models"][model].items() if k not in ("weights", "standin")}
@@ -352,5 +366,5 @@ __all__ = ["CACHE_KEYS", "CATALOGUE", "ConfigError", "METHOD_PARTS", "RUN_ONLY_T
            "cell_settings", "check_config", "effective_settings", "effective_settings_lines", "features_input",
            "features_settings", "global_training", "layout", "load_config_file", "make_grid", "model_options",
            "model_size", "n_replicates", "replicate_files", "report_settings", "standin_settings", "training_defaults",
-           "training_settings", "uses_feature_cache", "validate_schema", "validate_workflow_config", "weights_input",
+           "training_settings", "uses_feature_cache", "validate_schema", "validate_workflow_config", "weights_input", "weights_trigger",
            "weights_value", "worker_markers"]

@@ -13,6 +13,8 @@
 
 from __future__ import annotations
 
+import copy
+import functools
 import hashlib
 import json
 import logging
@@ -45,13 +47,16 @@ def _sha256_file(path: Path, chunk: int = 1 << 22) -> str:
 
 def weights_identity(weights: str) -> dict:
     """What identifies the weights a cell loads: the sha256 of every file of a local folder or file, or
-    the hub name (and the cached revision when the hub cache knows it)."""
+    the hub name (and the cached revision when the hub cache knows it).
+
+    A local folder or file is hashed once per process per state of its files (size, mtime, ctime, inode:
+    a file replaced or rewritten in place changes its ctime, so the new content is always hashed)."""
     path = Path(weights)
-    if path.is_file():
-        return {"file": path.name, "sha256": _sha256_file(path)}
-    if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.is_file() and p.name != "grounding.json")
-        return {"folder": {str(p.relative_to(path)): _sha256_file(p) for p in files}}
+    if path.is_file() or path.is_dir():
+        files = [path] if path.is_file() else sorted(p for p in path.rglob("*")
+                                                      if p.is_file() and p.name != "grounding.json")
+        state = tuple((str(p), s.st_size, s.st_mtime_ns, s.st_ctime_ns, s.st_ino) for p in files for s in [p.stat()])
+        return copy.deepcopy(_local_identity(str(path), state))
     identity = {"hub": weights}
     try:
         from huggingface_hub import try_to_load_from_cache
@@ -62,6 +67,15 @@ def weights_identity(weights: str) -> dict:
     except Exception:  # noqa: BLE001 - the hub cache is optional here
         pass
     return identity
+
+
+@functools.lru_cache(maxsize=32)
+def _local_identity(weights: str, state: tuple) -> dict:
+    """sha256 of the files of ``weights`` (``state``: their stat, the memo's key)."""
+    path = Path(weights)
+    if path.is_file():
+        return {"file": path.name, "sha256": _sha256_file(path)}
+    return {"folder": {str(Path(name).relative_to(path)): _sha256_file(Path(name)) for name, *_ in state}}
 
 
 def fingerprint(components: dict) -> str:

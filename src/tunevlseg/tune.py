@@ -227,7 +227,7 @@ class CellRunner:
 
         if not self.method.frozen_image_side:
             raise ValueError(f"--features given for {self.spec.method}, whose image side is prompted or trained")
-        cache = FeatureCache(folder)
+        cache = FeatureCache(folder, checksums=True)  # damaged or stale (other weights content): moved aside
         cache.check(self.spec.model, self.spec.weights, self.prepared_dir)
         training = TrainSettings.from_dict(self.spec.training)
         if (cache.views, cache.meta["dtype"]) != (training.cache_views, training.cache_dtype):

@@ -56,3 +56,14 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def leftovers(path: str | os.PathLike) -> list[Path]:
+    """The temporary folders of earlier :func:`atomic_dir` writes of ``path`` that never finished (their process
+    was killed: SIGKILL, SIGBUS, a node lost): ``<path>.tmp-*`` and ``<path>.old-*``. Only safe to remove by
+    the single writer of ``path`` (in the workflow: the job of the rule that outputs it)."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        return []
+    prefixes = (f"{path.name}.tmp-", f"{path.name}.old-")
+    return sorted(p for p in path.parent.iterdir() if p.name.startswith(prefixes) and p.is_dir())
