@@ -150,7 +150,8 @@ def _qualitative(dataset: str, rows: dict[str, Path | None], out_png: str, dpi: 
 def render_report(grid: Grid, cells: Mapping[Cell, Path], tables: Path, figures: Path,
                   dpi: int = 150, study_dirs: Mapping[Cell, Path] | None = None,
                   trial_files: list[Path] | None = None, per_image: pd.DataFrame | None = None,
-                  cost: pd.DataFrame | None = None, workers: int = 1) -> list[Path]:
+                  cost: pd.DataFrame | None = None, workers: int = 1,
+                  seeds: pd.DataFrame | None = None) -> list[Path]:
     """Write the Dice tables and every figure of :func:`figure_files` for ``grid``.
 
     ``cells`` maps the finished cells to their folders (``best.json``, ``trials.csv``, trial
@@ -163,7 +164,8 @@ def render_report(grid: Grid, cells: Mapping[Cell, Path], tables: Path, figures:
     makes the Dice table, heat map, domain bars and Dice-vs-parameters figure show the
     seed-averaged means with bootstrap CIs and the "not significantly worse" marks, and adds the
     pairwise tests, rank stability and critical-difference diagram; cells missing from it are "—".
-    ``cost`` (see :mod:`tunevlseg.report.cost`) adds the cost table and the Dice-vs-parameters
+    ``seeds`` (:func:`tunevlseg.report.collect.replicate_counts`) marks the cells of the Dice table
+    with fewer seed replicates than expected. ``cost`` (see :mod:`tunevlseg.report.cost`) adds the cost table and the Dice-vs-parameters
     figure.  With ``workers`` > 1 the per-cell Optuna figures and the qualitative panels (over half
     of the rendering) are drawn in that many processes while this one writes the rest; the files
     are the same.  Returns the paths written.
@@ -200,6 +202,8 @@ def render_report(grid: Grid, cells: Mapping[Cell, Path], tables: Path, figures:
         if per_image is not None:
             summary, means = cell_summary(per_image), image_means(per_image)
             shown, not_worse = summary_as_best(summary), versus_best(means, rows)
+            if seeds is not None:
+                shown = shown.merge(seeds[[*CELL_KEYS, "n_seeds_expected"]], on=list(CELL_KEYS), how="left")
             out += _write_statistics(grid, means, summary, Path(tables), files, dpi)
         if cost is not None:
             out += _write_cost(grid, cost, shown, Path(tables), files, dpi)
