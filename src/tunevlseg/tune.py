@@ -573,7 +573,8 @@ class CellRunner:
         best = CellResult.read(self.files.best_json)
         if best.trial != best.trial:  # NaN: no completed trial
             raise RuntimeError(f"{self.files.best_json}: the cell has no completed trial to retrain")
-        params = dict(best.params)
+        # null: neither searched nor fixed (weight_decay), so the trials trained with the default
+        params = {k: v for k, v in best.params.items() if v is not None and v == v}
         params.setdefault("lr", self.spec.fixed.get("lr"))
         files = self.files.seed(replicate)
         key = {"params": params, "fingerprint": self.fingerprint()[0]}
