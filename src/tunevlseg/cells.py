@@ -247,6 +247,17 @@ def replicates_of(method: str, final_seeds: int) -> int:
     return max(1, int(final_seeds)) if METHODS[method].tuned else 1
 
 
+def checkpoints_kept(method: str, n_trials: int, final_seeds: int) -> int:
+    """``best.pt`` files a finished cell keeps: every trial's and replicate's for a prompt method (kilobytes);
+    the selected trial's and the replicates' for a method that trains the whole model (``tune`` releases the
+    others: ``CellRunner.release_checkpoints``); none for an untuned method. For disk estimates."""
+    spec = METHODS[method]
+    if not spec.tuned:
+        return 0
+    replicates = replicates_of(method, final_seeds) - 1
+    return 1 + replicates if spec.trains_model else n_trials + replicates
+
+
 def cell_dir(results: str | Path, model: str, method: str, dataset: str) -> Path:
     """Folder of one cell: ``<results>/cells/<model>/<method>/<dataset>``."""
     return Layout(str(results)).cell(model, method, dataset).path
@@ -314,4 +325,4 @@ def _number(path: Path, key: str, value: object) -> float:
 
 
 __all__ = ["ROW_SEP", "RESULT_METRICS", "Cell", "CellFiles", "CellResult", "Grid", "Layout", "SeedFiles", "TrialFiles",
-           "cell_dir", "replicates_of", "row_label"]
+           "cell_dir", "checkpoints_kept", "replicates_of", "row_label"]

@@ -573,8 +573,7 @@ class CellRunner:
         best = CellResult.read(self.files.best_json)
         if best.trial != best.trial:  # NaN: no completed trial
             raise RuntimeError(f"{self.files.best_json}: the cell has no completed trial to retrain")
-        # null: neither searched nor fixed (weight_decay), so the trials trained with the default
-        params = {k: v for k, v in best.params.items() if v is not None and v == v}
+        params = dict(best.params)
         params.setdefault("lr", self.spec.fixed.get("lr"))
         files = self.files.seed(replicate)
         key = {"params": params, "fingerprint": self.fingerprint()[0]}
@@ -593,8 +592,10 @@ class CellRunner:
         record = {**self._cell_keys(), "replicate": replicate, "trial": None, "seed": seed, "attempt": attempt,
                   "failed_seeds": [f.get("seed") for f in earlier]}
         started = time.perf_counter()
+        # null: neither searched nor fixed (e.g. weight_decay), so the trials trained with the default
+        train_params = {k: v for k, v in params.items() if v is not None}
         try:
-            metrics = self.train_and_evaluate(params, seed, files)
+            metrics = self.train_and_evaluate(train_params, seed, files)
         except TRIAL_ERRORS as err:
             if preempt.requested():  # an error caused by the stop signal: resumable, not a failure
                 raise preempt.Preempted(preempt.first_signal()) from err

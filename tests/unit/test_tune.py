@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 import tunevlseg.tune as tune
+from tunevlseg.cells import checkpoints_kept
 from tunevlseg.train.loop import TrialFailed
 from tunevlseg.tune import CellRunner, CellSpec
 
@@ -217,7 +218,10 @@ def test_finetune_keeps_the_full_checkpoint_of_the_selected_trial_only_and_still
     # a seed replicate keeps its full weights (weight_decay neither searched nor fixed: the trials' default, 0)
     replicate = CellRunner(finetune, prepared, tmp_path).retrain_replicate(1)
     assert replicate["status"] == "ok" and (tmp_path / "seeds" / "1" / "best.pt").is_file()
-    assert "weight_decay" not in replicate["params"]
+    assert replicate["params"]["weight_decay"] is None
+    assert len(list(tmp_path.rglob("best.pt"))) == checkpoints_kept("finetune", n_trials=3, final_seeds=2) == 2
+    assert checkpoints_kept("finetune", n_trials=20, final_seeds=3) == 3  # the paper grid: 3 instead of 22
+    assert checkpoints_kept("coop", n_trials=20, final_seeds=3) == 22 and checkpoints_kept("zeroshot", 20, 3) == 0
     # prompt methods keep every trial's (tiny) checkpoint
     CellRunner(spec(tiny_model_dir, n_trials=2), prepared, tmp_path / "coop").run()
     assert all((tmp_path / "coop" / "trials" / f"{n:03d}" / "best.pt").is_file() for n in range(2))
