@@ -14,11 +14,15 @@ Cell folder ``<results>/cells/<model>/<method>/<dataset>/``:
 ``study.lock``              taken while a worker decides which trial to run next
 ``trials/NNN/``             per trial: ``epochs.csv``, ``best.pt``, ``test_metrics.csv``,
                             ``examples.npz``; while it runs ``resume.pt`` and ``owner.lock``
+                            (``best.pt`` of a method that trains the whole model: the
+                            selected trial's only, once the study has moved past the others)
 ``workers/<i>.json``        marker of parallel worker i (``tuning.workers_per_cell`` > 1)
 ``fingerprint.json``        what the study's trials depend on (``tunevlseg.study``)
 ``seeds/<r>/``              replicate r of the best configuration: ``result.json`` and
                             ``test_metrics.csv`` (declared outputs), ``best.pt``, ``epochs.csv``;
-                            r = 0 is the best trial itself (``tuning.final_seeds``)
+                            r = 0 is the best trial itself (``tuning.final_seeds``); a failed
+                            replicate's ``result.json`` says so, and ``failed/<a>.json`` keeps
+                            the records of attempts that ``retry-failed`` set aside
 ``superseded/``             studies of earlier settings, moved aside, never mixed in
 ==========================  ===================================================================
 """
@@ -232,6 +236,27 @@ class SeedFiles(TrialFiles):
     def test_metrics_csv(self) -> str:
         return f"{self.root}/test_metrics.csv"
 
+    def failed_attempt(self, attempt: int) -> Path:
+        """The record of failed attempt ``a`` of this replicate, set aside by ``tunevlseg retry-failed``."""
+        return self.path / "failed" / f"{int(attempt)}.json"
+
+
+def replicates_of(method: str, final_seeds: int) -> int:
+    """Seed replicates a cell of ``method`` has: ``tuning.final_seeds`` (at least 1) for a tuned method, 1 for
+    an untuned one (zero-shot is deterministic)."""
+    return max(1, int(final_seeds)) if METHODS[method].tuned else 1
+
+
+def checkpoints_kept(method: str, n_trials: int, final_seeds: int) -> int:
+    """``best.pt`` files a finished cell keeps: every trial's and replicate's for a prompt method (kilobytes);
+    the selected trial's and the replicates' for a method that trains the whole model (``tune`` releases the
+    others: ``CellRunner.release_checkpoints``); none for an untuned method. For disk estimates."""
+    spec = METHODS[method]
+    if not spec.tuned:
+        return 0
+    replicates = replicates_of(method, final_seeds) - 1
+    return 1 + replicates if spec.trains_model else n_trials + replicates
+
 
 def cell_dir(results: str | Path, model: str, method: str, dataset: str) -> Path:
     """Folder of one cell: ``<results>/cells/<model>/<method>/<dataset>``."""
@@ -300,4 +325,4 @@ def _number(path: Path, key: str, value: object) -> float:
 
 
 __all__ = ["ROW_SEP", "RESULT_METRICS", "Cell", "CellFiles", "CellResult", "Grid", "Layout", "SeedFiles", "TrialFiles",
-           "cell_dir", "row_label"]
+           "cell_dir", "checkpoints_kept", "replicates_of", "row_label"]

@@ -94,15 +94,18 @@ def cmd_retrain(args) -> None:
 
     with stop_on_signals():
         record = _cell_runner(args).retrain_replicate(args.replicate)
-    print(json.dumps({k: record[k] for k in ("replicate", "seed", "test_dice_mean")}))
+    print(json.dumps({k: record[k] for k in ("replicate", "seed", "status", "test_dice_mean", "error") if k in record}))
 
 
 def cmd_retry_failed(args) -> None:
-    from .tune import retry_failed
+    from .tune import retry_failed, retry_failed_replicates
 
     failed = retry_failed(Path(args.cell), args.storage)
-    print(f"{args.cell}: {len(failed)} failed trial(s) no longer count against max_failed_trials: {failed}; "
-          "rerun the workflow")
+    print(f"{args.cell}: {len(failed)} failed trial(s) no longer count against max_failed_trials: {failed}")
+    for record in retry_failed_replicates(Path(args.cell)):
+        print(f"{args.cell}: seed replicate {record['replicate']} (seed {record['seed']}: {record.get('error')}) "
+              f"set aside; the next run retrains it with seed {record.get('next_seed')}")
+    print("rerun the workflow")
 
 
 def cmd_features(args) -> None:
@@ -144,7 +147,8 @@ def _report_grid(opts: dict, best_paths: list[Path] | None = None):
 
 
 def cmd_aggregate(args) -> None:
-    from .report.collect import CELL_KEYS, load_best, load_cost, load_per_image, load_trials, replicate_results
+    from .report.collect import (CELL_KEYS, load_best, load_cost, load_per_image, load_trials, replicate_counts,
+                                 replicate_results)
     from .report.render import render_report
     from .report.stats import UNSTABLE_SPREAD
 
@@ -159,9 +163,10 @@ def cmd_aggregate(args) -> None:
     # cells made before seed replicates existed have none: their best.json numbers are reported
     per_image = load_per_image(replicates) if replicates else None
     cost = load_cost(load_trials(trial_files), replicates) if replicates else None
+    seeds = replicate_counts(cells, replicates, opts.get("final_seeds")) if replicates else None
     render_report(grid, cells, Path(args.tables), Path(args.figures), dpi=opts.get("dpi", 150),
                   unstable_spread=opts.get("unstable_spread", UNSTABLE_SPREAD),
-                  trial_files=trial_files, per_image=per_image, cost=cost, workers=args.threads)
+                  trial_files=trial_files, per_image=per_image, cost=cost, workers=args.threads, seeds=seeds)
 
 
 def _config_settings(path: Path) -> dict:
@@ -181,7 +186,7 @@ def _config_settings(path: Path) -> dict:
 
 def cmd_report(args) -> None:
     from .cells import cell_dir
-    from .report.collect import load_cost, load_per_image, load_trials, replicate_results
+    from .report.collect import load_cost, load_per_image, load_trials, replicate_counts, replicate_results
     from .report.render import find_cells, render_report
     from .report.stats import UNSTABLE_SPREAD
 
@@ -201,7 +206,8 @@ def cmd_report(args) -> None:
     render_report(grid, cells, tables, figures, dpi=opts.get("dpi", 150), study_dirs=study_dirs,
                   unstable_spread=opts.get("unstable_spread", UNSTABLE_SPREAD),
                   per_image=load_per_image(replicates) if replicates else None,
-                  cost=load_cost(trials, replicates) if replicates else None, workers=args.threads)
+                  cost=load_cost(trials, replicates) if replicates else None, workers=args.threads,
+                  seeds=replicate_counts(cells, replicates, opts.get("final_seeds")) if replicates else None)
     print(f"{len(cells)}/{len(grid.cells())} cells finished; tables {tables}.md, figures in {figures}")
 
 
@@ -283,7 +289,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--features", default=None, help="frozen-feature cache of the cell's model and dataset")
     p.set_defaults(func=cmd_retrain)
 
-    p = sub.add_parser("retry-failed", help="stop counting a cell's failed trials against max_failed_trials")
+    p = sub.add_parser("retry-failed", help="stop counting a cell's failed trials against max_failed_trials and "
+                                            "let its failed seed replicates run again with their next seed")
     p.add_argument("cell", help="the cell folder, e.g. results/cells/clipseg/coop/kvasir")
     p.add_argument("--storage", default=None, help="Optuna storage URL (default: journal file in the cell)")
     p.set_defaults(func=cmd_retry_failed)
@@ -315,7 +322,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                    "seeds/<r>/result.json next to each best.json)")
     p.add_argument("--tables", required=True, help="output prefix, e.g. results/tables/dice")
     p.add_argument("--figures", required=True, help="output folder for the figures")
-    p.add_argument("--settings", default="{}", help='JSON: {"dpi", "models", "methods", "datasets", "domains"}')
+    p.add_argument("--settings", default="{}", help='JSON: {"dpi", "models", "methods", "datasets", "domains", '
+                                                    '"final_seeds"}')
     p.add_argument("--threads", type=int, default=1, help="processes drawing the per-cell Optuna figures and "
                                                           "qualitative panels beside this one (default 1: none)")
     p.set_defaults(func=cmd_aggregate)
@@ -325,7 +333,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="report the finished cells and mark the others '—' (default: all must be finished)")
     p.add_argument("--config", help="workflow config (e.g. config.yaml) giving the grid, domains, dpi, results")
     p.add_argument("--settings", default="{}",
-                   help='JSON: {"models", "methods", "datasets", "domains", "dpi"}; overrides --config')
+                   help='JSON: {"models", "methods", "datasets", "domains", "dpi", "final_seeds"}; overrides --config')
     p.add_argument("--results", help="results folder holding cells/<model>/<method>/<dataset> "
                                      "(default: the config's `results`, else results)")
     p.add_argument("--tables", help="output prefix (default: <results>/partial/tables/dice)")

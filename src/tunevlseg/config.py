@@ -13,7 +13,7 @@ import copy
 import functools
 from pathlib import Path
 
-from .cells import Grid, Layout
+from .cells import Grid, Layout, replicates_of
 from .methods import METHODS, catalogue_settings
 from .models.registry import REGISTRY as MODELS
 from .models.registry import supported_methods
@@ -346,7 +346,7 @@ def worker_markers(config: dict, model: str, method: str, dataset: str) -> list[
 def n_replicates(config: dict, method: str) -> int:
     """Seed replicates of a cell's best configuration: ``tuning.final_seeds``; 1 for an untuned method
     (zero-shot is deterministic)."""
-    return max(1, int(config.get("tuning", {}).get("final_seeds", 1))) if METHODS[method].tuned else 1
+    return replicates_of(method, config.get("tuning", {}).get("final_seeds", 1))
 
 
 def replicate_files(config: dict, model: str, method: str, dataset: str) -> list[str]:
@@ -356,10 +356,12 @@ def replicate_files(config: dict, model: str, method: str, dataset: str) -> list
 
 
 def report_settings(config: dict) -> dict:
-    """The slice of the config the report uses: plot options, the grid and the datasets' domains."""
+    """The slice of the config the report uses: plot options, the grid, the datasets' domains and the seed
+    replicates each tuned cell should have (``final_seeds``: the report marks cells with fewer)."""
     bench = config["benchmark"]
     grid = {"models": bench["models"], "methods": bench["methods"], "datasets": bench["datasets"]}
-    return {**config.get("report", {}), **grid, "domains": make_grid(config).domains}
+    return {**config.get("report", {}), **grid, "domains": make_grid(config).domains,
+            "final_seeds": config.get("tuning", {}).get("final_seeds", 1)}
 
 
 __all__ = ["CACHE_KEYS", "CATALOGUE", "ConfigError", "METHOD_PARTS", "RUN_ONLY_TUNING_KEYS", "SCHEMA", "SCHEMA_DEFAULT",

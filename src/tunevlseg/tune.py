@@ -31,14 +31,20 @@ resumed study suggests what an uninterrupted one would have.
 
 Seed replicates (``tuning.final_seeds``): replicate 0 is the study's best trial; replicates
 r >= 1 retrain its configuration with training seed ``1000 * seed + 500 + r`` (one job each,
-:func:`retrain_replicate`), each evaluated on the test split with per-image Dice and IoU.
+:func:`retrain_replicate`), each evaluated on the test split with per-image Dice and IoU. A
+replicate refuses a study of other settings. One that fails (non-finite loss, CUDA OOM) is recorded
+as failed in its ``result.json`` and counted missing by the report; ``tunevlseg retry-failed``
+sets the attempt aside and the next run retrains it with the next seed of its stream
+(:func:`replicate_seed`: + 1 000 000 per earlier attempt), recorded in its ``result.json``.
+
+Disk: a method that trains the whole model keeps the full-model ``best.pt`` of the selected trial
+and of the replicates only (:meth:`CellRunner.release_checkpoints`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import errno
-import json
 import logging
 import os
 import resource
@@ -55,7 +61,7 @@ from filelock import FileLock, Timeout
 from optuna.trial import TrialState
 
 from . import preempt
-from .cells import RESULT_METRICS, CellFiles, CellResult, TrialFiles
+from .cells import RESULT_METRICS, CellFiles, CellResult, SeedFiles, TrialFiles
 from .data.cache import PreparedSplit, manifest_hash
 from .jsonio import read_json, write_csv, write_json
 from .methods import DEPTH_KEY, OPTIMISER_KEYS, get_method
@@ -85,6 +91,8 @@ ENVIRONMENT_MESSAGES = ("No space left on device", "Disk quota exceeded", "unexp
 #: Training seed of seed replicate r >= 1: ``1000 * seed + REPLICATE_SEED_OFFSET + r`` (trial k uses
 #: ``1000 * seed + k``; studies have fewer than 500 trials).
 REPLICATE_SEED_OFFSET = 500
+#: A replicate's attempt a after failures set aside by ``retry-failed`` adds ``a * RETRY_SEED_STRIDE`` to its seed.
+RETRY_SEED_STRIDE = 1_000_000
 
 
 class EnvironmentFault(RuntimeError):
@@ -244,6 +252,7 @@ class CellRunner:
         trials.csv, best.json, provenance.json and seed replicate 0. Returns the trials table."""
         self.out_dir.mkdir(parents=True, exist_ok=True)
         frame = self._tune() if self.method.tuned else self._evaluate_untuned()
+        self.release_checkpoints(frame)  # also trials failed for their crashes, and cells of older versions
         if write_outputs:
             if self.method.tuned:
                 self._check_complete(frame)
@@ -400,6 +409,30 @@ class CellRunner:
             study.tell(trial, value)
         self.ran.append(trial.number)
         self.files.trial(trial.number).resume.unlink(missing_ok=True)
+        self.release_checkpoints(trials_frame(study, self.spec))
+
+    def release_checkpoints(self, frame: pd.DataFrame) -> list[int]:
+        """Delete the full-model ``best.pt`` of every finished trial the study has moved past (not the selected one).
+
+        Only for a method that trains the whole model (hundreds of MB per trial); prompt checkpoints are
+        kept. Safe at any time: the selected trial only ever changes to a newly finished one, so a released
+        trial is never selected again; nothing reads a released checkpoint (a trial's test metrics and
+        examples are written when it finishes, replicates retrain from ``best.json``). Returns the trials released.
+        """
+        if not self.method.trains_model or frame.empty:
+            return []
+        best = best_row(frame, self.spec.objective)
+        keep = None if best is None else int(best["trial"])
+        released = []
+        for number, state in zip(frame["trial"], frame["state"], strict=True):
+            checkpoint = self.files.trial(int(number)).checkpoint
+            if state in ("COMPLETE", "PRUNED", "FAIL") and int(number) != keep and checkpoint.is_file():
+                checkpoint.unlink()
+                released.append(int(number))
+        if released:
+            log.info("%s: released the full-model checkpoints of trials %s (the selected trial is %s)", self.out_dir,
+                     released, keep)
+        return released
 
     def _objective(self, trial: optuna.Trial) -> float:
         params = {**self.spec.fixed, **suggest(trial, self.spec.search)}
@@ -527,33 +560,122 @@ class CellRunner:
     def retrain_replicate(self, replicate: int) -> dict:
         """Retrain the cell's best configuration with replicate ``replicate``'s seed; write ``seeds/<r>/``.
 
-        Needs ``best.json`` (the finished study). Resumable: a killed replicate continues from its last
-        epoch; a replicate of another configuration (the best trial changed) starts over.
+        Needs ``best.json`` (the finished study) and refuses a study made with other settings.
+        Resumable: a killed replicate continues from its last epoch; a replicate of another
+        configuration (the best trial changed) starts over. A replicate that fails (non-finite loss,
+        CUDA out of memory) is finished too: its ``result.json`` records the failure (status
+        ``failed``, the error, the seed) and it is not retrained until ``tunevlseg retry-failed``
+        sets the attempt aside; the next attempt uses the next seed of its stream (:func:`replicate_seed`).
         """
         if replicate < 1:
             raise ValueError("replicate 0 is the best trial itself (written by `tunevlseg tune`)")
+        self._check_study_settings()
         best = CellResult.read(self.files.best_json)
         if best.trial != best.trial:  # NaN: no completed trial
             raise RuntimeError(f"{self.files.best_json}: the cell has no completed trial to retrain")
         params = dict(best.params)
         params.setdefault("lr", self.spec.fixed.get("lr"))
-        seed = self.spec.seed * 1000 + REPLICATE_SEED_OFFSET + replicate
         files = self.files.seed(replicate)
-        key = {"params": params, "seed": seed, "fingerprint": self.fingerprint()[0]}
+        key = {"params": params, "fingerprint": self.fingerprint()[0]}
         key_path = files.path / "key.json"
-        if files.path.exists() and (not key_path.is_file() or json.loads(key_path.read_text()) != key):
+        if files.path.exists() and (not key_path.is_file() or
+                                    {k: read_json(key_path).get(k) for k in key} != key):
             shutil.rmtree(files.path)  # a replicate of another configuration: start over
         files.path.mkdir(parents=True, exist_ok=True)
         if not key_path.is_file():
             write_json(key_path, key)
-        elif Path(files.result_json).is_file():  # this very replicate is finished
+        elif Path(files.result_json).is_file():  # this very replicate is finished (or failed)
             return read_json(Path(files.result_json))
-        metrics = self.train_and_evaluate(params, seed, files)
-        record = {**self._cell_keys(), "replicate": replicate, "trial": None, "seed": seed, **metrics, "params": params,
-                  "fingerprint": key["fingerprint"], "device": str(self.device)}
+        earlier = replicate_failures(files)
+        attempt = len(earlier)
+        seed = replicate_seed(self.spec.seed, replicate, attempt)
+        record = {**self._cell_keys(), "replicate": replicate, "trial": None, "seed": seed, "attempt": attempt,
+                  "failed_seeds": [f.get("seed") for f in earlier]}
+        started = time.perf_counter()
+        # null: neither searched nor fixed (e.g. weight_decay), so the trials trained with the default
+        train_params = {k: v for k, v in params.items() if v is not None}
+        try:
+            metrics = self.train_and_evaluate(train_params, seed, files)
+        except TRIAL_ERRORS as err:
+            if preempt.requested():  # an error caused by the stop signal: resumable, not a failure
+                raise preempt.Preempted(preempt.first_signal()) from err
+            return self._replicate_failed(files, {**record, "params": params, "fingerprint": key["fingerprint"]},
+                                          err, started)
+        record = {**record, "status": "ok", **metrics, "params": params, "fingerprint": key["fingerprint"],
+                  "device": str(self.device)}
         write_json(Path(files.result_json), _plain(record))
         files.resume.unlink(missing_ok=True)
         return record
+
+    def _check_study_settings(self) -> None:
+        """A replicate retrains the study's own best configuration: refuse a study made with other settings."""
+        stored = read_fingerprint(self.files)
+        if stored is None:
+            raise FileNotFoundError(f"{self.out_dir}: no study here ({self.files.fingerprint_json} missing); "
+                                    "run `tunevlseg tune` for the cell first")
+        digest, components = self.fingerprint()
+        if stored.get("fingerprint") != digest:
+            changed = changed_keys(stored.get("components", {}), components)
+            raise ValueError(
+                f"{self.out_dir}: the cell's study was made with other settings (changed: "
+                f"{', '.join(changed) or 'fingerprint'}), so its best configuration is not these settings'; "
+                "rerun the cell's `tunevlseg tune` first (it starts a fresh study; under Snakemake drop "
+                "`--rerun-triggers mtime` or add `--forcerun tune`)")
+
+    def _replicate_failed(self, files: SeedFiles, record: dict, err: BaseException, started: float) -> dict:
+        """Record a failed replicate as finished (``status: failed``) with no per-image rows; say what to do."""
+        error = f"{type(err).__name__}: {err}"[:500]
+        following = replicate_seed(self.spec.seed, record["replicate"], record["attempt"] + 1)
+        record = {**record, "status": "failed", "error": error, "next_seed": following,
+                  "duration_s": round(time.perf_counter() - started, 2),
+                  "peak_mem_mb": round(peak_memory_mb(self.device), 1), "device": str(self.device)}
+        files.resume.unlink(missing_ok=True)  # the next attempt starts afresh, with its own seed
+        write_csv(Path(files.test_metrics_csv), pd.DataFrame(columns=["id", "dice", "iou"]))
+        write_json(Path(files.result_json), _plain(record))
+        log.warning("%s: seed replicate %d (seed %d) failed: %s. Recorded in %s; the report counts the replicate "
+                    "missing. To retrain it with the next seed of its stream (%d), run `tunevlseg retry-failed %s` "
+                    "and rerun", self.out_dir, record["replicate"], record["seed"], error, files.result_json,
+                    following, self.out_dir)
+        return record
+
+
+def replicate_seed(seed: int, replicate: int, attempt: int = 0) -> int:
+    """Training seed of seed replicate ``replicate`` >= 1 of a study seeded ``seed``, at its ``attempt``-th try.
+
+    ``1000 * seed + REPLICATE_SEED_OFFSET + replicate``, plus ``RETRY_SEED_STRIDE * attempt`` for an
+    attempt after failures set aside by ``tunevlseg retry-failed`` (a deterministic failure would recur
+    with the same seed). Never a seed of the study's trials (``1000 * seed + k``, k < 500).
+    """
+    return 1000 * seed + REPLICATE_SEED_OFFSET + replicate + RETRY_SEED_STRIDE * attempt
+
+
+def replicate_failures(files: SeedFiles) -> list[dict]:
+    """Records of a replicate's failed attempts set aside by ``retry-failed`` (``failed/<a>.json``), by attempt."""
+    folder = files.failed_attempt(0).parent
+    paths = sorted(folder.glob("*.json"), key=lambda p: int(p.stem)) if folder.is_dir() else []
+    return [read_json(p) for p in paths if p.stem.isdigit()]
+
+
+def retry_failed_replicates(cell_dir: Path) -> list[dict]:
+    """Let a cell's failed seed replicates run again, each with the next seed of its stream.
+
+    A failed replicate's ``result.json`` moves to ``seeds/<r>/failed/<attempt>.json`` and its outputs
+    are removed, so the next run (Snakemake sees them missing) retrains it. Returns the failed records.
+    """
+    seeds = CellFiles(str(cell_dir)).path / "seeds"
+    retried = []
+    for folder in sorted((p for p in seeds.iterdir() if p.name.isdigit() and p.name != "0"),
+                         key=lambda p: int(p.name)) if seeds.is_dir() else []:
+        files = SeedFiles(str(folder))
+        result = Path(files.result_json)
+        record = read_json(result) if result.is_file() else {}
+        if record.get("status") != "failed":
+            continue
+        write_json(files.failed_attempt(record.get("attempt", 0)), record)
+        for path in (result, Path(files.test_metrics_csv), files.resume):  # result.json first: the job reruns
+            path.unlink(missing_ok=True)
+        retried.append(record)
+    return retried
 
 
 def retry_failed(cell_dir: Path, storage: str | None = None) -> list[int]:
@@ -627,5 +749,6 @@ def _plain(value):
     return value
 
 
-__all__ = ["CellRunner", "CellSpec", "EnvironmentFault", "REPLICATE_SEED_OFFSET", "best_row", "load_cell_study",
-           "make_learner", "read_json", "retry_failed", "suggest", "trials_frame"]
+__all__ = ["CellRunner", "CellSpec", "EnvironmentFault", "REPLICATE_SEED_OFFSET", "RETRY_SEED_STRIDE", "best_row",
+           "load_cell_study", "make_learner", "read_json", "replicate_failures", "replicate_seed", "retry_failed",
+           "retry_failed_replicates", "suggest", "trials_frame"]

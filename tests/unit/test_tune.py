@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 import tunevlseg.tune as tune
+from tunevlseg.cells import checkpoints_kept
 from tunevlseg.train.loop import TrialFailed
 from tunevlseg.tune import CellRunner, CellSpec
 
@@ -173,8 +174,57 @@ def test_finetune_trains_every_weight_from_fresh_weights(tiny_model_dir, prepare
     # the cell's own model is untouched: each trial trained a freshly loaded copy
     after = runner.adapter.model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
-    saved = torch.load(tmp_path / "trials" / "000" / "best.pt", weights_only=True)
+    best = json.loads((tmp_path / "best.json").read_text())["trial"]
+    saved = torch.load(tmp_path / "trials" / f"{best:03d}" / "best.pt", weights_only=True)
     assert sum(v.numel() for v in saved.values()) == n_weights
+
+
+def test_finetune_keeps_the_full_checkpoint_of_the_selected_trial_only_and_still_resumes(tiny_model_dir, prepared,
+                                                                                        tmp_path, monkeypatch):
+    """A full-model best.pt is released once the study has moved past its trial; an interrupted trial's
+    state is untouched and the trial resumes; the released trials keep their metrics and examples."""
+    import signal
+
+    from tunevlseg import preempt
+
+    finetune = spec(tiny_model_dir, method="finetune", n_trials=3)
+    finetune.search = {"lr": SPACE["lr"]}
+    finetune.training = {**finetune.training, "epochs": 2, "early_stopping_patience": 5}
+    real, stop = tune.train_prompts, {"trial": "002"}
+
+    def stopped_after_one_epoch(*args, on_epoch=None, **kwargs):
+        def hook(history):
+            if args[5].path.name == stop.get("trial") and stop.pop("trial"):
+                raise preempt.Preempted(signal.SIGTERM)  # e.g. SLURM preempts the job after epoch 0
+            return on_epoch(history) if on_epoch else False
+        return real(*args, on_epoch=hook, **kwargs)
+
+    monkeypatch.setattr(tune, "train_prompts", stopped_after_one_epoch)
+    with pytest.raises(preempt.Preempted):
+        CellRunner(finetune, prepared, tmp_path).run()
+    trials = [tmp_path / "trials" / f"{n:03d}" for n in range(3)]
+    assert (trials[2] / "resume.pt").is_file() and (trials[2] / "best.pt").is_file()  # the running trial: kept
+    assert [(t / "best.pt").is_file() for t in trials[:2]].count(True) == 1  # of two finished: the better one
+    before = pd.read_csv(trials[2] / "epochs.csv")
+    CellRunner(finetune, prepared, tmp_path).run()
+    frame = pd.read_csv(tmp_path / "trials.csv")
+    assert list(frame["state"]) == ["COMPLETE"] * 3 and frame["epochs_run"].tolist() == [2, 2, 2]
+    after = pd.read_csv(trials[2] / "epochs.csv")
+    pd.testing.assert_frame_equal(after.iloc[:1], before)  # resumed after its saved epoch, not retrained
+    best = json.loads((tmp_path / "best.json").read_text())["trial"]
+    assert best == int(frame.loc[frame["val_dice"].idxmax(), "trial"])
+    assert [(t / "best.pt").is_file() for t in trials] == [n == best for n in range(3)]
+    assert all((t / "examples.npz").is_file() and (t / "test_metrics.csv").is_file() for t in trials)
+    # a seed replicate keeps its full weights (weight_decay neither searched nor fixed: the trials' default, 0)
+    replicate = CellRunner(finetune, prepared, tmp_path).retrain_replicate(1)
+    assert replicate["status"] == "ok" and (tmp_path / "seeds" / "1" / "best.pt").is_file()
+    assert replicate["params"]["weight_decay"] is None
+    assert len(list(tmp_path.rglob("best.pt"))) == checkpoints_kept("finetune", n_trials=3, final_seeds=2) == 2
+    assert checkpoints_kept("finetune", n_trials=20, final_seeds=3) == 3  # the paper grid: 3 instead of 22
+    assert checkpoints_kept("coop", n_trials=20, final_seeds=3) == 22 and checkpoints_kept("zeroshot", 20, 3) == 0
+    # prompt methods keep every trial's (tiny) checkpoint
+    CellRunner(spec(tiny_model_dir, n_trials=2), prepared, tmp_path / "coop").run()
+    assert all((tmp_path / "coop" / "trials" / f"{n:03d}" / "best.pt").is_file() for n in range(2))
 
 
 def test_storage_url_keeps_the_study_out_of_the_cell_folder(tiny_model_dir, prepared, tmp_path):

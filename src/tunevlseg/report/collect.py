@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 from collections.abc import Iterable, Mapping
 from numbers import Real
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from tunevlseg.cells import RESULT_METRICS, CellResult, row_label
+from tunevlseg.cells import RESULT_METRICS, CellResult, replicates_of, row_label
 from tunevlseg.data.atomic import atomic_write
 from tunevlseg.methods import METHOD_ORDER, METHODS
 
@@ -31,6 +32,7 @@ __all__ = [
     "load_trials",
     "order_datasets",
     "order_rows",
+    "replicate_counts",
     "row_label",
 ]
 
@@ -49,6 +51,8 @@ TRIAL_STATES = frozenset({"COMPLETE", "FAIL", "PRUNED", "RUNNING"})
 
 #: Methods that are not prompt tuning (no meaningful prompt depth), from the method catalogue.
 BASELINES = frozenset(name for name, method in METHODS.items() if method.is_baseline)
+
+log = logging.getLogger(__name__)
 
 
 # --------------------------------------------------------------------------- output
@@ -214,15 +218,63 @@ def _cell_of(path: Path, record: dict) -> tuple[str, str, str]:
         raise ValueError(f"{path}: a seed replicate's result.json without its cell ({exc})") from exc
 
 
+def failed(record: dict) -> bool:
+    """A seed replicate that failed (``status: failed``, e.g. a non-finite loss): it has no results."""
+    return record.get("status") == "failed"
+
+
+def replicate_counts(cells: Mapping[tuple[str, str, str], Path], result_files: Iterable[Path],
+                     final_seeds: int | None = None) -> pd.DataFrame:
+    """Seed replicates with results per cell against those expected; a warning for every cell with fewer.
+
+    One row per cell of ``cells``: ``n_seeds`` (replicates with results: not failed, per-image rows),
+    ``n_seeds_expected`` (``final_seeds`` for a tuned method, 1 for an untuned one; without
+    ``final_seeds`` the replicates given for the cell) and ``missing`` (text: each replicate lacking,
+    with its seed and error when it failed).
+    """
+    found: dict[tuple, dict[int, dict]] = {}
+    for path in map(Path, result_files):
+        record = _read_result(path)
+        found.setdefault(_cell_of(path, record), {})[int(record["replicate"])] = record
+    rows = []
+    for cell, folder in cells.items():
+        records = found.get(tuple(cell), {})
+        expected = replicates_of(cell[1], final_seeds) if final_seeds is not None else max(records, default=0) + 1
+        done = [r for r in range(expected) if r in records and _has_results(r, records[r])]
+        missing = [_missing_text(r, records.get(r)) for r in range(expected) if r not in done]
+        if missing:
+            log.warning("%s: %d of %d seed replicates have results (%s); the Dice table marks the cell. A failed "
+                        "replicate retrains with its next seed after `tunevlseg retry-failed %s` and a rerun",
+                        folder, len(done), expected, "; ".join(missing), folder)
+        rows.append(dict(zip(CELL_KEYS, cell, strict=True), n_seeds=len(done), n_seeds_expected=expected,
+                         missing="; ".join(missing)))
+    return pd.DataFrame.from_records(rows, columns=[*CELL_KEYS, "n_seeds", "n_seeds_expected", "missing"])
+
+
+def _has_results(replicate: int, record: dict) -> bool:
+    """Not failed, and (replicate 0, the best trial) the cell has a completed trial."""
+    return not failed(record) and (replicate > 0 or record.get("trial") is not None)
+
+
+def _missing_text(replicate: int, record: dict | None) -> str:
+    if record is None:
+        return f"replicate {replicate} not run"
+    if failed(record):
+        return f"replicate {replicate} failed (seed {record.get('seed')}: {record.get('error')})"
+    return f"replicate {replicate} has no completed trial"
+
+
 def load_per_image(result_files: Iterable[Path]) -> pd.DataFrame:
     """Per-image test metrics of every seed replicate: ``model, method, dataset, replicate, id, dice, iou``.
 
     Each ``result.json`` names its replicate; its ``test_metrics.csv`` lies beside it. A replicate
-    without a completed trial (an empty file) adds no row.
+    without a completed trial (an empty file) or that failed adds no row.
     """
     frames = []
     for path in map(Path, result_files):
         record = _read_result(path)
+        if failed(record):
+            continue
         metrics = path.with_name("test_metrics.csv")
         try:
             frame = pd.read_csv(metrics, dtype={"id": str})

@@ -172,7 +172,7 @@ def render_report(grid: Grid, cells: Mapping[Cell, Path], tables: Path, figures:
                   dpi: int = 150, study_dirs: Mapping[Cell, Path] | None = None,
                   trial_files: list[Path] | None = None, per_image: pd.DataFrame | None = None,
                   cost: pd.DataFrame | None = None, workers: int = 1,
-                  unstable_spread: float = UNSTABLE_SPREAD) -> list[Path]:
+                  unstable_spread: float = UNSTABLE_SPREAD, seeds: pd.DataFrame | None = None) -> list[Path]:
     """Write the Dice tables and every figure of :func:`figure_files` for ``grid``.
 
     ``cells`` maps the finished cells to their folders (``best.json``, ``trials.csv``, trial
@@ -187,7 +187,8 @@ def render_report(grid: Grid, cells: Mapping[Cell, Path], tables: Path, figures:
     pairwise tests, rank stability and critical-difference diagram; cells missing from it are "—".
     Cells whose replicates disagree (:func:`unstable_cells` with ``unstable_spread``) are marked in
     the Dice table and heat map, listed in ``unstable.csv`` and logged as warnings.
-    ``cost`` (see :mod:`tunevlseg.report.cost`) adds the cost table and the Dice-vs-parameters
+    ``seeds`` (:func:`tunevlseg.report.collect.replicate_counts`) marks the cells of the Dice table
+    with fewer seed replicates than expected. ``cost`` (see :mod:`tunevlseg.report.cost`) adds the cost table and the Dice-vs-parameters
     figure.  With ``workers`` > 1 the per-cell Optuna figures and the qualitative panels (over half
     of the rendering) are drawn in that many processes while this one writes the rest; the files
     are the same.  Returns the paths written.
@@ -224,6 +225,8 @@ def render_report(grid: Grid, cells: Mapping[Cell, Path], tables: Path, figures:
         if per_image is not None:
             summary = cell_summary(per_image)
             shown, not_worse = summary_as_best(summary), versus_best(per_image, rows)
+            if seeds is not None:
+                shown = shown.merge(seeds[[*CELL_KEYS, "n_seeds_expected"]], on=list(CELL_KEYS), how="left")
             out += _write_statistics(grid, per_image, summary, Path(tables), files, dpi)
             unstable, path = _write_unstable(summary, Path(tables), unstable_spread)
             out.append(path)

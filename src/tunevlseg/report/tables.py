@@ -109,12 +109,15 @@ def dice_table(best: pd.DataFrame, datasets: list[str] | None = None,
 
     Cells read ``"0.690 ± 0.210"`` (test Dice mean ± std, 3 decimals; just the mean when the
     std is null) or, when ``best`` has intervals (:func:`has_intervals`), ``"0.690 [0.650, 0.730]"``
-    (mean and 95 % CI); ``"—"`` when the cell is absent or has no completed trial.  The ``mean``
+    (mean and 95 % CI); ``"—"`` when the cell is absent or has no completed trial; followed by
+    ``" (2/3 seeds)"`` when ``best`` has ``n_seeds`` below ``n_seeds_expected`` (a replicate failed or
+    has not run).  The ``mean``
     column is the mean of the row's dataset means over present cells.  See :func:`dice_numeric`
     for ``datasets`` / ``rows``.
     """
     means, stds = dice_numeric(best, datasets, rows)
     low, high = dice_intervals(best, datasets, rows)
+    marks = _seed_marks(best, list(stds.columns), list(means.index))
     nan = pd.Series(float("nan"), index=means.index)
     table = pd.DataFrame(index=means.index, dtype=object)
     for col in means.columns:
@@ -123,7 +126,19 @@ def dice_table(best: pd.DataFrame, datasets: list[str] | None = None,
             table[col] = [_interval_text(m, a, b) for m, a, b in zip(means[col], lo, hi, strict=True)]
         else:
             table[col] = [_cell_text(m, s) for m, s in zip(means[col], stds.get(col, nan), strict=True)]
+        if col in marks.columns:
+            table[col] = [t if t == MISSING else t + m for t, m in zip(table[col], marks[col], strict=True)]
     return table
+
+
+def _seed_marks(best: pd.DataFrame, datasets: list[str], rows: list[str]) -> pd.DataFrame:
+    """``" (2/3 seeds)"`` where a cell has fewer seed replicates with results than expected (``best``'s
+    ``n_seeds`` < ``n_seeds_expected``), ``""`` elsewhere; no columns when ``best`` lacks the counts."""
+    if not {"n_seeds", "n_seeds_expected"} <= set(best.columns):
+        return pd.DataFrame(index=rows)
+    have, want = _pivot(best, "n_seeds", datasets, rows), _pivot(best, "n_seeds_expected", datasets, rows)
+    return pd.DataFrame({col: [f" ({h:.0f}/{w:.0f} seeds)" if h < w else "" for h, w in
+                               zip(have[col], want[col], strict=True)] for col in datasets}, index=rows)
 
 
 def _best_mask(means: pd.DataFrame) -> pd.DataFrame:
@@ -173,6 +188,9 @@ def _numeric_csv(best: pd.DataFrame, means: pd.DataFrame, stds: pd.DataFrame,
     if "n_seeds" in best.columns:
         seeds = _pivot(best, "n_seeds", list(stds.columns), list(means.index)).min(axis=1)
         out["n_seeds"] = seeds.astype("Int64")
+    if "n_seeds_expected" in best.columns:
+        expected = _pivot(best, "n_seeds_expected", list(stds.columns), list(means.index)).max(axis=1)
+        out["n_seeds_expected"] = expected.astype("Int64")
     return out
 
 
@@ -241,7 +259,8 @@ def write_dice_tables(best: pd.DataFrame, out_prefix: Path, datasets: list[str] 
       ``<dataset>_mean, <dataset>_std`` per dataset and ``mean``; empty fields for absent cells.
       When ``best`` has intervals (:func:`has_intervals`) also ``<dataset>_ci_low``,
       ``<dataset>_ci_high``; with ``not_worse`` ``<dataset>_p_vs_best`` (its ``p_holm``); when
-      ``best`` has ``n_seeds`` a last column ``n_seeds``: the fewest replicates of the row's cells.
+      ``best`` has ``n_seeds`` a column ``n_seeds``: the fewest replicates of the row's cells, and with
+      ``n_seeds_expected`` (:func:`tunevlseg.report.collect.replicate_counts`) a column of it.
       With the replicate spread of :func:`tunevlseg.report.stats.cell_summary` (``rep_means`` ...):
       ``<dataset>_rep_means`` (``;``-separated), ``_rep_sd``, ``_rep_min``, ``_rep_max`` and
       ``_unstable`` (the cell is in ``unstable``).

@@ -215,6 +215,20 @@ def test_csv_numeric_round_trip(best, tmp_path):
     assert math.isnan(back.loc["clipseg · vpt", "polyp_mean"])
 
 
+def test_cells_with_fewer_seed_replicates_than_expected_are_marked(best, tmp_path):
+    seeds = {("clipseg", "coop", "tissue"): 2, ("clipseg", "coop", "polyp"): 3, ("clipseg", "zeroshot", "tissue"): 1}
+    counted = best.assign(n_seeds=[seeds.get(tuple(r), 3) for r in best[["model", "method", "dataset"]].values],
+                          n_seeds_expected=[1 if m == "zeroshot" else 3 for m in best["method"]])
+    table = dice_table(counted, datasets=DATASETS)
+    assert table.loc["clipseg · coop", "tissue"] == "0.690 ± 0.210 (2/3 seeds)"
+    assert table.loc["clipseg · coop", "polyp"] == "0.800 ± 0.050"  # all three
+    assert table.loc["clipseg · zeroshot", "tissue"] == "0.400 ± 0.200"  # one of one
+    assert table.loc["cris · vpt", "tissue"] == "—"
+    back = pd.read_csv(write_dice_tables(counted, tmp_path / "dice", datasets=DATASETS)[0], index_col="row")
+    assert (back.loc["clipseg · coop", "n_seeds"], back.loc["clipseg · coop", "n_seeds_expected"]) == (2, 3)
+    assert "(2/3 seeds)" in (tmp_path / "dice.md").read_text()
+
+
 def test_no_temp_files_left(best, tmp_path):
     out = tmp_path / "out"
     write_dice_tables(best, out / "dice")
