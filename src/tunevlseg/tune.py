@@ -47,6 +47,7 @@ import resource
 import shutil
 import time
 import zlib
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -153,7 +154,7 @@ class CellSpec:
                     pruner=[self.pruner, self.pruner_startup_trials, self.pruner_warmup_epochs])
 
 
-def suggest(trial: optuna.Trial, space: dict, before=None) -> dict:
+def suggest(trial: optuna.Trial, space: dict, before: Callable[[str], None] | None = None) -> dict:
     """Sample one value per entry of a search space written in the config's format (``before(name)`` is
     called before each one)."""
     params = {}

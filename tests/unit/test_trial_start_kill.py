@@ -8,6 +8,7 @@ its wait ends on a stop signal; a stale Optuna lock of an earlier version is rem
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -23,7 +24,7 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.storages.journal._storage import JournalOperation as Op
 
-from tunevlseg import preempt
+from tunevlseg import preempt, study
 from tunevlseg.study import STOP_WAIT_S, JournalLock
 
 SPACE = {"lr": {"type": "float", "low": 1e-3, "high": 1e-2, "log": True},
@@ -156,15 +157,46 @@ def test_waiting_for_the_journal_lock_ends_on_a_stop_signal(tmp_path):
     journal = tmp_path / "study.journal"
     held = JournalLock(journal)
     held.acquire()  # another open file: flock excludes it even within this process
+    sent = []
+
+    def stop():
+        sent.append(time.monotonic())
+        os.kill(os.getpid(), signal.SIGTERM)
+
     try:
         with preempt.stop_on_signals():
-            timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGTERM))
+            timer = threading.Timer(0.3, stop)
             timer.start()
-            started = time.monotonic()
             with pytest.raises(preempt.Preempted, match="SIGTERM"):
-                JournalLock(journal).acquire()
-            waited = time.monotonic() - started
+                JournalLock(journal).acquire()  # held by a live holder: it would wait for good
+            stopped = time.monotonic()
             timer.join()
     finally:
         held.release()
-    assert 0.3 + STOP_WAIT_S - 0.1 < waited < 0.3 + STOP_WAIT_S + 1.0
+    assert STOP_WAIT_S - 0.1 < stopped - sent[0] < STOP_WAIT_S + 1.0
+
+
+def test_a_long_wait_for_the_journal_lock_is_named_and_ends_when_it_is_freed(tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr(study, "WAIT_WARNING_S", 0.2)
+    journal = tmp_path / "study.journal"
+    taken = threading.Event()
+
+    def hold():  # a lock is released by the thread that took it
+        held = JournalLock(journal)
+        held.acquire()
+        taken.set()
+        time.sleep(0.7)
+        held.release()
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    taken.wait(10)
+    started = time.monotonic()
+    with caplog.at_level(logging.WARNING, logger="tunevlseg.study"):
+        lock = JournalLock(journal)
+        assert lock.acquire()
+    waited = time.monotonic() - started
+    lock.release()
+    holder.join()
+    assert 0.6 < waited < 1.5
+    assert f"{journal}.flock: waited 0 s for the journal lock: another live process holds it" in caplog.text
