@@ -12,6 +12,7 @@ Cell folder ``<results>/cells/<model>/<method>/<dataset>/``:
 ``provenance.json``         the settings and code that produced the trials (declared output)
 ``study.journal``           the Optuna study (side file: survives a failed job, resumes it)
 ``study.lock``              taken while a worker decides which trial to run next
+``study.journal.flock``     taken while a process appends to the journal (freed when it dies)
 ``trials/NNN/``             per trial: ``epochs.csv``, ``best.pt``, ``test_metrics.csv``,
                             ``examples.npz``; while it runs ``resume.pt`` and ``owner.lock``
                             (``best.pt`` of a method that trains the whole model: the

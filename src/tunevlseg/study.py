@@ -9,6 +9,9 @@
   ``n_trials`` is not part of it: raising it continues the same study.
 * **Journal.** A torn last line (power loss, full disk) is cut off, with a warning naming the file,
   before anything is appended; a damaged line elsewhere is an error naming the file and line.
+  It is always opened by its absolute path, and appended to under :class:`JournalLock`, an OS lock
+  that the kernel frees when its holder dies (kill -9 included), so a killed append never leaves a
+  lock behind for the rerun to wait on.
 """
 
 from __future__ import annotations
@@ -25,8 +28,10 @@ from pathlib import Path
 
 import optuna
 from optuna.storages import JournalStorage
-from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
+from filelock import FileLock, Timeout
+from optuna.storages.journal import JournalFileBackend
 
+from . import preempt
 from .cells import CellFiles
 from .data.atomic import atomic_write
 
@@ -35,6 +40,10 @@ log = logging.getLogger(__name__)
 #: Files and folders of a cell that belong to one study (moved aside together when it goes stale).
 STUDY_ENTRIES = ("study.journal", "fingerprint.json", "trials", "workers", "seeds", "trials.csv", "best.json",
                  "provenance.json")
+#: Once a stop signal arrived, how long a process still waits for the journal lock before it stops (Preempted).
+STOP_WAIT_S = 2.0
+#: Seconds of waiting for the journal lock between two warnings naming it.
+WAIT_WARNING_S = 10.0
 
 
 def _sha256_file(path: Path, chunk: int = 1 << 22) -> str:
@@ -128,17 +137,69 @@ def supersede(files: CellFiles, old_digest: str, reason: str) -> Path | None:
     return target
 
 
+class JournalLock:
+    """The journal's append lock (Optuna's lock interface: ``acquire``, ``release``): an OS lock (``flock``) on
+    ``<journal>.flock``.
+
+    The kernel frees it when its process dies, however it dies, so no lock outlives a killed append.
+    (Optuna's default, a symlink ``<journal>.lock``, stays after kill -9 and is forced only after
+    30 s of waiting — never when its relative target does not resolve from the cell folder: the
+    rerun then spins for good.) The wait stays interruptible: after a stop signal
+    (:mod:`tunevlseg.preempt`) it gives up within ``STOP_WAIT_S`` with ``Preempted``.
+    """
+
+    SUFFIX = ".flock"
+
+    def __init__(self, journal: Path):
+        self.path = Path(os.path.abspath(f"{journal}{self.SUFFIX}"))
+        self._lock = FileLock(self.path)
+
+    def acquire(self) -> bool:
+        started = time.monotonic()
+        warn_at, give_up, pause = started + WAIT_WARNING_S, None, 0.001
+        while True:
+            try:
+                self._lock.acquire(timeout=0)
+                return True
+            except Timeout:
+                pass
+            now = time.monotonic()
+            if preempt.requested():
+                give_up = give_up or now + STOP_WAIT_S
+                if now >= give_up:
+                    raise preempt.Preempted(preempt.first_signal())
+            if now >= warn_at:
+                log.warning("%s: waited %.0f s for the journal lock: another live process holds it", self.path,
+                            now - started)
+                warn_at = now + WAIT_WARNING_S
+            time.sleep(pause)
+            pause = min(2 * pause, 0.05)
+
+    def release(self) -> None:
+        self._lock.release()
+
+
+def remove_optuna_lock(journal: Path) -> None:
+    """Remove a lock left by Optuna's own journal lock (``<journal>.lock``: tunevlseg before the OS lock, killed
+    in an append), with a warning naming it; the journal is locked through :class:`JournalLock` only."""
+    stale = Path(f"{journal}.lock")
+    if os.path.lexists(stale):
+        stale.unlink(missing_ok=True)
+        log.warning("%s: removed a stale Optuna journal lock (left by a process killed while appending); the "
+                    "journal is now locked through %s, which no killed process can leave behind", stale,
+                    JournalLock(journal).path)
+
+
 def repair_journal(path: Path) -> None:
     """Cut a torn last line off an Optuna journal file (warning naming it); fail naming a damaged line.
 
     Runs under the journal's own lock, so no live worker is appending meanwhile.
     """
-    path = Path(path)
+    path = Path(os.path.abspath(path))
     if not path.is_file() or path.stat().st_size == 0:
         return
-    lock = JournalFileSymlinkLock(str(path))
-    while not lock.acquire():
-        time.sleep(0.05)
+    lock = JournalLock(path)
+    lock.acquire()
     try:
         data = path.read_bytes()
         if not data.endswith(b"\n"):
@@ -169,10 +230,11 @@ def open_storage(url: str | None, cell_dir: Path):
     ``mysql://...``) or ``grpc://host:port`` for Optuna's gRPC storage proxy. SQLite must
     not be shared by parallel workers.
     """
-    if url is None:
-        journal = Path(CellFiles(str(cell_dir)).journal)
+    if url is None:  # by its absolute path: the process may change its working folder later
+        journal = Path(os.path.abspath(CellFiles(str(cell_dir)).journal))
+        remove_optuna_lock(journal)
         repair_journal(journal)
-        return JournalStorage(JournalFileBackend(str(journal)))
+        return JournalStorage(JournalFileBackend(str(journal), lock_obj=JournalLock(journal)))
     if url.startswith("grpc://"):
         from optuna.storages import GrpcStorageProxy
 
@@ -181,5 +243,5 @@ def open_storage(url: str | None, cell_dir: Path):
     return optuna.storages.RDBStorage(url)
 
 
-__all__ = ["changed_keys", "fingerprint", "open_storage", "read_fingerprint", "repair_journal", "supersede",
+__all__ = ["JournalLock", "changed_keys", "fingerprint", "open_storage", "read_fingerprint", "repair_journal", "supersede",
            "weights_identity", "write_fingerprint"]

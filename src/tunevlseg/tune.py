@@ -25,7 +25,9 @@ An environment fault (disk full, I/O error, permission) stops the job with a cle
 leaves the trial resumable; anything else (a bug) stops the job with its traceback, the trial
 resumable too.
 
-Sampling is seeded per trial: trial k is suggested by a TPE sampler seeded with ``seed + k``.
+Sampling is seeded per trial: trial k's joint (multivariate TPE) draw comes from a sampler seeded
+with ``seed + k``, and each parameter's own draw (random during the startup trials) from one seeded
+by (seed, k, name), so a value never depends on which parameters were written before a kill.
 Trial numbers are unique across workers, so parallel workers never share a seed, and a
 resumed study suggests what an uninterrupted one would have.
 
@@ -50,6 +52,8 @@ import os
 import resource
 import shutil
 import time
+import zlib
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -158,10 +162,13 @@ class CellSpec:
                     pruner=[self.pruner, self.pruner_startup_trials, self.pruner_warmup_epochs])
 
 
-def suggest(trial: optuna.Trial, space: dict) -> dict:
-    """Sample one value per entry of a search space written in the config's format."""
+def suggest(trial: optuna.Trial, space: dict, before: Callable[[str], None] | None = None) -> dict:
+    """Sample one value per entry of a search space written in the config's format (``before(name)`` is
+    called before each one)."""
     params = {}
     for name, spec in space.items():
+        if before is not None:
+            before(name)
         kind = spec["type"]
         if kind == "float":
             params[name] = trial.suggest_float(name, spec["low"], spec["high"], log=spec.get("log", False))
@@ -303,8 +310,11 @@ class CellRunner:
         self._reseed(study, 0)
         return study
 
-    def _reseed(self, study: optuna.Study, trial_number: int) -> None:
-        study.sampler = optuna.samplers.TPESampler(seed=self.spec.seed + trial_number, multivariate=True,
+    def _reseed(self, study: optuna.Study, trial_number: int, name: str | None = None) -> None:
+        """Trial k's sampler: seeded with ``seed + k``, or by (seed, k, name) for parameter ``name``'s own draw."""
+        seed = self.spec.seed + trial_number if name is None else \
+            zlib.crc32(f"{self.spec.seed}/{trial_number}/{name}".encode())
+        study.sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True,
                                                    n_startup_trials=self.spec.n_startup_trials)
 
     def _tune(self) -> pd.DataFrame:
@@ -435,7 +445,12 @@ class CellRunner:
         return released
 
     def _objective(self, trial: optuna.Trial) -> float:
-        params = {**self.spec.fixed, **suggest(trial, self.spec.search)}
+        # the joint draw first, by trial k's sampler (Optuna draws it lazily, at the first parameter not yet
+        # written); then every other draw by its own sampler: a trial killed between two parameter writes
+        # resumes with the very values an uninterrupted run writes
+        _ = trial.relative_params
+        params = {**self.spec.fixed,
+                  **suggest(trial, self.spec.search, before=lambda name: self._reseed(trial.study, trial.number, name))}
         seed = self.spec.seed * 1000 + trial.number
         trial.set_user_attr("seed", seed)
         metrics = self.train_and_evaluate(params, seed, self.files.trial(trial.number), trial=trial)
