@@ -25,9 +25,12 @@ An environment fault (disk full, I/O error, permission) stops the job with a cle
 leaves the trial resumable; anything else (a bug) stops the job with its traceback, the trial
 resumable too.
 
-Sampling is seeded per trial: trial k's joint (multivariate TPE) draw comes from a sampler seeded
-with ``seed + k``, and each parameter's own draw (random during the startup trials) from one seeded
-by (seed, k, name), so a value never depends on which parameters were written before a kill.
+Sampling is seeded per trial: the startup trials (``n_startup_trials``) take the points of a scrambled
+Sobol sequence seeded by the study seed (:mod:`tunevlseg.sampling`: they spread over the space, and
+trial k of every cell tries the same values: common random numbers); after them, trial k's joint
+(multivariate TPE) draw comes from a sampler seeded with ``seed + k``, and each parameter's own draw
+from one seeded by (seed, k, name), so a value never depends on which parameters were written before
+a kill.
 Trial numbers are unique across workers, so parallel workers never share a seed, and a
 resumed study suggests what an uninterrupted one would have.
 
@@ -45,7 +48,6 @@ and of the replicates only (:meth:`CellRunner.release_checkpoints`).
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import logging
 import os
@@ -72,6 +74,7 @@ from .methods import DEPTH_KEY, OPTIMISER_KEYS, get_method
 from .models.registry import load_adapter as load_model_adapter
 from .prompts import build_learner, learner_class
 from .provenance import environment
+from .sampling import SobolStartup
 from .study import changed_keys, fingerprint, open_storage, read_fingerprint, supersede, weights_identity, \
     write_fingerprint
 from .train.examples import save_examples
@@ -97,6 +100,11 @@ ENVIRONMENT_MESSAGES = ("No space left on device", "Disk quota exceeded", "unexp
 REPLICATE_SEED_OFFSET = 500
 #: A replicate's attempt a after failures set aside by ``retry-failed`` adds ``a * RETRY_SEED_STRIDE`` to its seed.
 RETRY_SEED_STRIDE = 1_000_000
+
+
+#: Bumped on purpose when what a study's settings mean changes. 2: Sobol startup trials and per-parameter
+#: TPE seeds (tunevlseg.sampling); training settings hashed only where they differ from their defaults.
+FINGERPRINT_VERSION = 2
 
 
 class EnvironmentFault(RuntimeError):
@@ -150,11 +158,15 @@ class CellSpec:
                                  f"{self.method} accepts {list(accepted)}")
 
     def fingerprint_components(self, manifest_sha256: str) -> dict:
-        """Everything that determines the cell's trials (``n_trials`` and run-only keys excluded)."""
-        training = dataclasses.asdict(TrainSettings.from_dict(self.training))
-        for key in TrainSettings.RUN_ONLY:
-            training.pop(key, None)
-        return dict(model=self.model, method=self.method, dataset=self.dataset,
+        """Everything that determines the cell's trials (``n_trials`` and run-only keys excluded).
+
+        The fingerprint policy: training settings count only where they differ from their defaults
+        (:meth:`TrainSettings.non_defaults`), so a setting added later with a default that keeps the old
+        behaviour leaves finished studies valid; a change of meaning bumps :data:`FINGERPRINT_VERSION`,
+        which supersedes every study made under another version.
+        """
+        training = TrainSettings.from_dict(self.training).non_defaults()
+        return dict(version=FINGERPRINT_VERSION, model=self.model, method=self.method, dataset=self.dataset,
                     weights=weights_identity(self.weights), model_options=self.model_options,
                     prompt_key=self.prompt_key, seed=self.seed, objective=self.objective,
                     n_startup_trials=self.n_startup_trials, n_ctx=self.n_ctx, init_text=self.init_text,
@@ -311,11 +323,13 @@ class CellRunner:
         return study
 
     def _reseed(self, study: optuna.Study, trial_number: int, name: str | None = None) -> None:
-        """Trial k's sampler: seeded with ``seed + k``, or by (seed, k, name) for parameter ``name``'s own draw."""
+        """Trial k's sampler: a startup trial takes point k of the seeded Sobol sequence
+        (:mod:`tunevlseg.sampling`); later ones TPE seeded with ``seed + k``, or by (seed, k, name) for
+        parameter ``name``'s own draw."""
         seed = self.spec.seed + trial_number if name is None else \
             zlib.crc32(f"{self.spec.seed}/{trial_number}/{name}".encode())
-        study.sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True,
-                                                   n_startup_trials=self.spec.n_startup_trials)
+        tpe = optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=self.spec.n_startup_trials)
+        study.sampler = SobolStartup(self.spec.seed, self.spec.n_startup_trials, tpe)
 
     def _tune(self) -> pd.DataFrame:
         """Run trials until the study has ``n_trials`` COMPLETE ones, or every remaining one is taken.

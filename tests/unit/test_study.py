@@ -148,3 +148,40 @@ def test_seed_replicates_retrain_the_best_configuration(tiny_model_dir, prepared
     assert files.seed(1).epochs_csv.stat().st_mtime_ns == trained
     with pytest.raises(ValueError, match="replicate 0 is the best trial"):
         runner.retrain_replicate(0)
+
+
+def test_a_new_setting_with_its_default_keeps_finished_studies_and_a_changed_value_supersedes(
+        tiny_model_dir, prepared, tmp_path, monkeypatch, caplog):
+    """The fingerprint policy, both directions: an upgrade that adds a training setting whose default keeps
+    the old behaviour leaves a finished study in place (raising n_trials adds trials, none retrained);
+    setting that new key to another value supersedes the study."""
+    import dataclasses
+
+    from tunevlseg.train import loop
+
+    CellRunner(spec(tiny_model_dir, n_trials=1), prepared, tmp_path).run()
+    first = pd.read_csv(tmp_path / "trials.csv")
+
+    @dataclasses.dataclass
+    class Upgraded(loop.TrainSettings):  # a code upgrade: one more setting, its default the old behaviour
+        bar_probe_setting: int = 0
+
+    monkeypatch.setattr(tune, "TrainSettings", Upgraded)
+    with caplog.at_level(logging.WARNING):
+        CellRunner(spec(tiny_model_dir, n_trials=2), prepared, tmp_path).run()
+    after = pd.read_csv(tmp_path / "trials.csv")
+    assert not (tmp_path / "superseded").exists() and "settings changed" not in caplog.text
+    assert len(after) == 2 and after.iloc[:1].drop(columns="duration_s").equals(first.drop(columns="duration_s"))
+
+    changed = spec(tiny_model_dir, n_trials=2)
+    changed.training = {**changed.training, "bar_probe_setting": 3}
+    with caplog.at_level(logging.WARNING):
+        CellRunner(changed, prepared, tmp_path).run()
+    assert len(list((tmp_path / "superseded").iterdir())) == 1
+    assert "training.bar_probe_setting" in caplog.text
+
+
+def test_fingerprints_carry_the_version_and_only_non_default_training_settings(tiny_model_dir, prepared, tmp_path):
+    _, components = CellRunner(spec(tiny_model_dir), prepared, tmp_path).fingerprint()
+    assert components["version"] == tune.FINGERPRINT_VERSION
+    assert components["training"] == {"epochs": 1, "batch_size": 8}  # progress is run-only; the rest defaults

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import logging
 import math
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -36,7 +37,13 @@ class TrialFailed(RuntimeError):
 
 @dataclass
 class TrainSettings:
-    """Optimisation settings of one trial (README, "Configuration": `training.*`)."""
+    """Optimisation settings of one trial (README, "Configuration": `training.*`).
+
+    Adding a setting: give it the default that keeps the old behaviour. A study's fingerprint hashes
+    only the settings that differ from their defaults (:meth:`non_defaults`), so finished studies stay
+    valid after the upgrade; changing a default or what a setting means needs
+    ``tunevlseg.tune.FINGERPRINT_VERSION`` bumped (every study is then retrained).
+    """
 
     lr: float = 1e-3
     weight_decay: float = 1e-4
@@ -60,6 +67,11 @@ class TrainSettings:
 
     #: Settings that change how a trial runs, not what it trains (not part of a study's fingerprint).
     RUN_ONLY: ClassVar[tuple[str, ...]] = ("num_workers", "progress", "compile")
+
+    def non_defaults(self) -> dict:
+        """The settings that differ from their defaults, run-only ones left out (what a fingerprint hashes)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if f.name not in self.RUN_ONLY and getattr(self, f.name) != f.default}
 
     @classmethod
     def from_dict(cls, values: dict) -> "TrainSettings":
