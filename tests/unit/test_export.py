@@ -122,6 +122,41 @@ def test_predict_reproduces_the_cells_per_image_test_dice(exported, tuned_cell, 
     assert first.size == (48, 48) and set(np.unique(np.asarray(first))) <= {0, 255}
 
 
+@pytest.mark.parametrize("method", ["coop", "cocoop"])
+def test_a_cell_tuned_on_the_float16_feature_cache_is_reproduced(method, tiny_model_dir, raw_and_prepared, tmp_path):
+    """CoOp / CoCoOp cells train and are tested on cached float16 image features: the adapter records that,
+    and prediction rounds the live features the same way, so the per-image test Dice is still the cell's."""
+    from tunevlseg.features import build_features
+
+    _, prepared = raw_and_prepared
+    build_features(load_base_model("clipseg", str(tiny_model_dir)), prepared, tmp_path / "features",
+                   model="clipseg", weights=str(tiny_model_dir), dtype="float16")
+    spec = CellSpec(model="clipseg", method=method, dataset="tissue", weights=str(tiny_model_dir), n_trials=1,
+                    search=SPACE, fixed=TINY_HPARAMS.get(method, {}), device="cpu",
+                    training={"epochs": 2, "batch_size": 8, "progress": False})
+    CellRunner(spec, prepared, tmp_path / "cell", tmp_path / "features").run()
+    export_cell(tmp_path / "cell", tmp_path / "adapter")
+    assert read_config(tmp_path / "adapter")["image_features_dtype"] == "float16"
+    from tunevlseg.data.cache import PreparedSplit
+    from tunevlseg.features import FeatureCache
+
+    split, cached = PreparedSplit(prepared, "test"), FeatureCache(tmp_path / "features").split("test")
+    index = np.arange(len(split))
+    adapter = tunevlseg.load_adapter(tmp_path / "adapter", device="cpu")
+    text = adapter.model.tokenize(split.prompts, adapter.learner.text_ctx)
+    with torch.no_grad():
+        expected = adapter.model.forward_frozen(cached.features(cached.read_batch(index, 0 * index), "cpu"), text,
+                                                adapter.learner)
+    assert torch.equal(adapter.logits(list(split.images), split.prompts), expected)  # the cell's test logits
+    adapter.config["image_features_dtype"] = "float32"
+    assert not torch.equal(adapter.logits(list(split.images), split.prompts), expected)
+    images, masks = _write_test_inputs(raw_and_prepared, tmp_path)
+    predict_files(tmp_path / "adapter", str(images), tmp_path / "out", masks=masks, device="cpu", progress=False)
+    ours = pd.read_csv(tmp_path / "out" / "metrics.csv").set_index("id")
+    recorded = pd.read_csv(tmp_path / "cell" / "seeds" / "0" / "test_metrics.csv").set_index("id")
+    assert np.abs(ours.loc[recorded.index, "dice"].to_numpy() - recorded["dice"].to_numpy()).max() <= 1e-6
+
+
 def test_python_api_gives_probability_maps_at_each_input_size(exported):
     adapter = tunevlseg.load_adapter(exported, device="cpu")
     rng = np.random.default_rng(0)
