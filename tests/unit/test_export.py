@@ -157,6 +157,23 @@ def test_a_cell_tuned_on_the_float16_feature_cache_is_reproduced(method, tiny_mo
     assert np.abs(ours.loc[recorded.index, "dice"].to_numpy() - recorded["dice"].to_numpy()).max() <= 1e-6
 
 
+def test_full_fine_tuning_exports_the_trained_batchnorm_statistics(tiny_model_dirs, raw_and_prepared, tmp_path):
+    """CRIS's neck has BatchNorm: fine-tuning changes its running statistics, which best.pt and the adapter keep
+    (with the base model's statistics the probabilities differed from the cell's by up to 0.34)."""
+    _, prepared = raw_and_prepared
+    spec = CellSpec(model="cris", method="finetune", dataset="tissue", weights=str(tiny_model_dirs["cris"]),
+                    n_trials=1, search={"lr": {"type": "float", "low": 3e-3, "high": 1e-2, "log": True}},
+                    training={"epochs": 3, "batch_size": 8, "progress": False}, device="cpu")
+    CellRunner(spec, prepared, tmp_path / "cell").run()
+    saved = torch.load(tmp_path / "cell" / "trials" / "000" / "best.pt", weights_only=True)
+    assert any(k.endswith("running_mean") for k in saved)
+    export_cell(tmp_path / "cell", tmp_path / "adapter")
+    examples = np.load(tmp_path / "cell" / "trials" / "000" / "examples.npz")  # the cell's probabilities (float16)
+    adapter = tunevlseg.load_adapter(tmp_path / "adapter", device="cpu")
+    ours = np.stack(adapter.predict(list(examples["image"]), prompts=list(examples["prompt"])))
+    assert np.abs(ours - examples["prob"].astype(np.float32)).max() < 1e-3
+
+
 def test_python_api_gives_probability_maps_at_each_input_size(exported):
     adapter = tunevlseg.load_adapter(exported, device="cpu")
     rng = np.random.default_rng(0)
