@@ -201,8 +201,9 @@ def test_other_base_weights_are_refused(exported, tiny_model_dir, tmp_path):
     (other / "config.json").write_text(json.dumps(config, indent=4))  # same model, other bytes
     with pytest.raises(ValueError, match="not the ones the adapter was tuned on"):
         tunevlseg.load_adapter(exported, weights=str(other), device="cpu")
-    copy = tmp_path / "copy"  # the same files elsewhere are the same weights
+    copy = tmp_path / "copy"  # the same files elsewhere are the same weights (hidden files are not weights)
     shutil.copytree(tiny_model_dir, copy)
+    (copy / ".snakemake_timestamp").touch()
     assert tunevlseg.load_adapter(exported, weights=str(copy), device="cpu").learner.depth >= 1
 
 

@@ -147,20 +147,24 @@ def check_base_weights(config: dict, weights: str, folder: Path | str = "adapter
 def _same_identity(recorded: dict, found: dict) -> bool:
     if "sha256" in recorded:
         return recorded.get("sha256") == found.get("sha256")
-    if "folder" in recorded:
-        return recorded["folder"] == found.get("folder")
+    if "folder" in recorded:  # hidden files (e.g. Snakemake's .snakemake_timestamp) are not weights
+        return _visible(recorded["folder"]) == _visible(found.get("folder") or {})
     if "hub" in recorded:  # a revision known to both must agree
         same_rev = not (recorded.get("revision") and found.get("revision")) or recorded["revision"] == found["revision"]
         return recorded["hub"] == found.get("hub") and same_rev
     return False
 
 
+def _visible(files: dict) -> dict:
+    return {k: v for k, v in files.items() if not any(part.startswith(".") for part in k.split("/"))}
+
+
 def _describe(identity: dict) -> str:
     if "sha256" in identity:
         return f"file sha256 {identity['sha256'][:12]}"
     if "folder" in identity:
-        return "folder " + ", ".join(f"{k} {v[:12]}" for k, v in sorted(identity["folder"].items())[:3]) + \
-            (" ..." if len(identity["folder"]) > 3 else "")
+        files = sorted(_visible(identity["folder"]).items())
+        return "folder " + ", ".join(f"{k} {v[:12]}" for k, v in files[:3]) + (" ..." if len(files) > 3 else "")
     if "hub" in identity:
         return f"hub {identity['hub']}" + (f"@{identity['revision']}" if identity.get("revision") else "")
     return "unknown"
