@@ -347,6 +347,7 @@ def cmd_export(args) -> None:
 
 
 def cmd_predict(args) -> None:
+    _claim_compute(args.device, args.threads)
     from .predict import predict_files
 
     mean = predict_files(args.adapter, args.input, args.out, masks=args.masks, weights=args.weights,
@@ -373,6 +374,7 @@ def _add_use_parsers(sub) -> None:
     p.add_argument("--phrase", default=None, help="class phrase (default: the tuned cell's)")
     p.add_argument("--device", default="auto")
     p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0 = torch's default)")
     p.add_argument("--label", type=int, default=None, help="target value in NIfTI label masks (default: non-zero)")
     p.set_defaults(func=cmd_predict)
 

@@ -73,39 +73,62 @@ def predict_files(adapter_dir: str | Path, inputs: str, out: str | Path, masks: 
                   label: int | None = None) -> float | None:
     """Predict every input into ``out`` (see the module docstring); the mean Dice with ``masks``, else None.
 
-    ``label``: the target's value in NIfTI label masks (default: every non-zero voxel)."""
+    Images go through the model ``batch_size`` at a time, a volume's slices too. ``label``: the target's
+    value in NIfTI label masks (default: every non-zero voxel)."""
     paths = find_inputs(inputs)
     adapter = load_adapter(adapter_dir, weights=weights, device=device)
     rows = []
-    with atomic_dir(Path(out)) as tmp:
-        for path in tqdm(paths, desc="predict", unit="image", disable=not progress):
-            name = stem(path)
-            target_path = find_mask(Path(masks), name) if masks else None
-            if is_volume(path):
-                pred, target = _predict_volume(adapter, path, target_path, tmp / name, probabilities, phrase,
-                                               batch_size, label)
+    with atomic_dir(Path(out)) as tmp, tqdm(total=len(paths), desc="predict", unit="image",
+                                            disable=not progress) as bar:
+        for chunk in _chunks(paths, batch_size):
+            targets = [find_mask(Path(masks), stem(p)) if masks else None for p in chunk]
+            if is_volume(chunk[0]):
+                results = [_predict_volume(adapter, chunk[0], targets[0], tmp / stem(chunk[0]), probabilities,
+                                           phrase, batch_size, label)]
             else:
-                pred, target = _predict_image(adapter, path, target_path, tmp / name, probabilities, phrase)
-            if target is not None:
+                results = _predict_images(adapter, chunk, targets, tmp, probabilities, phrase)
+            for path, target_path, (pred, target) in zip(chunk, targets, results, strict=True):
+                if target is None:
+                    continue
                 if target.shape != pred.shape:
                     raise ValueError(f"{target_path}: mask shape {target.shape} differs from {path}'s {pred.shape}")
                 dice, iou = dice_iou(torch.from_numpy(pred)[None], torch.from_numpy(target > 0)[None])
-                rows.append(dict(id=name, dice=float(dice), iou=float(iou)))
+                rows.append(dict(id=stem(path), dice=float(dice), iou=float(iou)))
+            bar.update(len(chunk))
         if masks:
             pd.DataFrame(rows, columns=["id", "dice", "iou"]).to_csv(tmp / "metrics.csv", index=False)
     return float(np.mean([r["dice"] for r in rows])) if masks else None
 
 
-def _predict_image(adapter: TunedAdapter, path: Path, target_path: Path | None, out: Path, probabilities: bool,
-                   phrase: str | None):
-    image = read_image(path)
-    target = binary_mask(target_path) if target_path is not None else None
-    prob = adapter.predict(image, prompts=[adapter.prompt_for(phrase, target)])
-    pred = prob > adapter.threshold
-    Image.fromarray(pred.astype(np.uint8) * 255).save(out.with_name(out.name + ".png"))
-    if probabilities:
-        np.save(out.with_name(out.name + "_prob.npy"), prob.astype(np.float32))
-    return pred, target
+def _chunks(paths: list[Path], size: int):
+    """Runs of up to ``size`` consecutive images; every volume on its own."""
+    run: list[Path] = []
+    for path in paths:
+        if is_volume(path) or len(run) == size:
+            if run:
+                yield run
+            run = []
+        if is_volume(path):
+            yield [path]
+        else:
+            run.append(path)
+    if run:
+        yield run
+
+
+def _predict_images(adapter: TunedAdapter, paths: list[Path], target_paths: list, out: Path, probabilities: bool,
+                    phrase: str | None) -> list[tuple]:
+    images = [read_image(p) for p in paths]
+    targets = [binary_mask(t) if t is not None else None for t in target_paths]
+    probs = adapter.predict(images, prompts=[adapter.prompt_for(phrase, t) for t in targets], batch_size=len(images))
+    results = []
+    for path, prob, target in zip(paths, probs, targets, strict=True):
+        pred = prob > adapter.threshold
+        Image.fromarray(pred.astype(np.uint8) * 255).save(out / f"{stem(path)}.png")
+        if probabilities:
+            np.save(out / f"{stem(path)}_prob.npy", prob.astype(np.float32))
+        results.append((pred, target))
+    return results
 
 
 def _predict_volume(adapter: TunedAdapter, path: Path, target_path: Path | None, out: Path, probabilities: bool,
