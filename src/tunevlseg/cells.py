@@ -120,6 +120,11 @@ class Layout:
     def cell(self, model: str, method: str, dataset: str) -> CellFiles:
         return CellFiles(f"{self.results}/cells/{model}/{method}/{dataset}")
 
+    def adapter(self, model: str, method: str, dataset: str) -> str:
+        """The exported best adapter of a cell (``tunevlseg export``: ``adapter_config.json`` and
+        ``adapter_model.safetensors``)."""
+        return f"{self.results}/adapters/{model}/{method}/{dataset}"
+
     def tables(self) -> str:
         """Prefix of the Dice tables (``.csv``, ``.md``, ``.tex``)."""
         return f"{self.results}/tables/dice"

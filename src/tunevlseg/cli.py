@@ -345,6 +345,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_data_parser(sub)
 
+    _add_use_parsers(sub)
+
     p = sub.add_parser("check-config", help="check config files: YAML syntax (file and line), schema, cross-references")
     p.add_argument("paths", nargs="+", help="config files, e.g. config.yaml my_paper.yaml")
     p.add_argument("--show-effective", action="store_true",
@@ -356,6 +358,47 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path")
     p.set_defaults(func=cmd_show_table)
     return parser
+
+
+def cmd_export(args) -> None:
+    from .export import export_cell
+
+    config = export_cell(Path(args.cell), Path(args.out), replicate=args.replicate)
+    print(f"{args.out}: {config['model']} · {config['method']} · {config['cell']['dataset']} (replicate "
+          f"{args.replicate}, test Dice {config['cell']['test_dice_mean']:.4f})")
+
+
+def cmd_predict(args) -> None:
+    _claim_compute(args.device, args.threads)
+    from .predict import predict_files
+
+    mean = predict_files(args.adapter, args.input, args.out, masks=args.masks, weights=args.weights,
+                         probabilities=args.probabilities, device=args.device, phrase=args.phrase,
+                         batch_size=args.batch_size, label=args.label)
+    if mean is not None:
+        print(f"mean Dice {mean:.4f} ({Path(args.out) / 'metrics.csv'})")
+
+
+def _add_use_parsers(sub) -> None:
+    p = sub.add_parser("export", help="write a cell's tuned adapter (adapter_config.json + adapter_model.safetensors)")
+    p.add_argument("cell", help="the cell folder, e.g. results/cells/clipseg/coop/kvasir")
+    p.add_argument("--out", required=True, help="the adapter folder to write")
+    p.add_argument("--replicate", type=int, default=0, help="seed replicate (default 0: the study's best trial)")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("predict", help="masks for new images (or NIfTI volumes) with an exported adapter")
+    p.add_argument("--adapter", required=True, help="an adapter folder written by `tunevlseg export`")
+    p.add_argument("--input", required=True, help="a folder of images/volumes, or a quoted glob")
+    p.add_argument("--out", required=True, help="output folder: <stem>.png (0/255) or <stem>.nii.gz per input")
+    p.add_argument("--masks", default=None, help="folder of reference masks <stem>.*: writes metrics.csv")
+    p.add_argument("--weights", default=None, help="base weights (default: the path recorded in the adapter)")
+    p.add_argument("--probabilities", action="store_true", help="also write <stem>_prob.npy (float32)")
+    p.add_argument("--phrase", default=None, help="class phrase (default: the tuned cell's)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0 = torch's default)")
+    p.add_argument("--label", type=int, default=None, help="target value in NIfTI label masks (default: non-zero)")
+    p.set_defaults(func=cmd_predict)
 
 
 def main(argv: list[str] | None = None) -> int:

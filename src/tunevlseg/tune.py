@@ -535,7 +535,10 @@ class CellRunner:
         return dict(cell=self.spec.__dict__, prepared_dir=str(self.prepared_dir),
                     manifest_sha256=manifest_hash(self.prepared_dir), device=str(self.device),
                     cuda_visible_devices=os.environ.get("CUDA_VISIBLE_DEVICES"),
-                    fingerprint=self.fingerprint()[0] if self.method.tuned else None, **extra, **environment())
+                    fingerprint=self.fingerprint()[0] if self.method.tuned else None,
+                    features=None if self.features is None else dict(folder=str(self.features.folder),
+                                                                     dtype=self.features.meta["dtype"]),
+                    **extra, **environment())
 
     def _write_outputs(self, frame: pd.DataFrame) -> None:
         best = best_row(frame, self.spec.objective)

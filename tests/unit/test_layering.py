@@ -13,15 +13,17 @@ PACKAGE = Path(__file__).parents[2] / "src" / "tunevlseg"
 
 #: top-level part → the parts it must never import (directly; a function-level import counts too)
 FORBIDDEN = {
-    "methods": {"cells", "config", "data", "models", "prompts", "train", "tune", "report", "pretrain", "cli"},
-    "data": {"cells", "config", "methods", "models", "prompts", "train", "tune", "report", "pretrain", "cli"},
-    "prompts": {"cells", "config", "data", "models", "train", "tune", "report", "pretrain", "cli"},
-    "models": {"cells", "config", "data", "train", "tune", "report", "pretrain", "cli"},
+    "methods": {"cells", "config", "data", "models", "prompts", "train", "tune", "report", "pretrain", "cli", "inference"},
+    "data": {"cells", "config", "methods", "models", "prompts", "train", "tune", "report", "pretrain", "cli", "inference"},
+    "prompts": {"cells", "config", "data", "models", "train", "tune", "report", "pretrain", "cli", "inference"},
+    "models": {"cells", "config", "data", "train", "tune", "report", "pretrain", "cli", "inference"},
     "cells": {"config", "data", "prompts", "train", "tune", "report", "pretrain", "cli"},
     "config": {"prompts", "train", "tune", "report", "pretrain", "cli"},
     "train": {"config", "tune", "report", "pretrain", "cli"},
     "report": {"models", "prompts", "train", "tune", "pretrain", "cli"},
-    "tune": {"report", "pretrain", "cli"},
+    "tune": {"report", "pretrain", "cli", "export", "predict"},
+    # the adapter API (load an exported adapter, predict) is library code: models, prompts, data, never training
+    "inference": {"cells", "config", "train", "tune", "report", "pretrain", "cli", "features", "export", "predict"},
     # the warm server imports third-party libraries only: tunevlseg's code is imported after each fork, never stale
     "warm": {"cells", "config", "data", "methods", "models", "prompts", "train", "tune", "report", "pretrain", "cli"},
 }

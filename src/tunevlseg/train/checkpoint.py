@@ -10,9 +10,19 @@ from torch import nn
 from ..data.atomic import atomic_write
 
 
+def trainable_state(module: nn.Module) -> dict:
+    """The parameters of ``module`` that require gradients, and the persistent buffers of the submodules that
+    own them (a trained BatchNorm's running statistics: full fine-tuning of CRIS), detached on the CPU."""
+    params = {k: v for k, v in module.named_parameters() if v.requires_grad}
+    owners = {k.rpartition(".")[0] for k in params}
+    persistent = set(module.state_dict())
+    buffers = {k: v for k, v in module.named_buffers() if k in persistent and k.rpartition(".")[0] in owners}
+    return {k: v.detach().cpu() for k, v in {**params, **buffers}.items()}
+
+
 def save_trainable(module: nn.Module, path: Path) -> None:
-    """Atomically save the parameters of ``module`` that require gradients."""
-    state = {k: v.detach().cpu() for k, v in module.named_parameters() if v.requires_grad}
+    """Atomically save :func:`trainable_state` of ``module``."""
+    state = trainable_state(module)
     with atomic_write(path) as tmp:
         torch.save(state, tmp)
 
@@ -23,7 +33,7 @@ def load_trainable(module: nn.Module, path: Path) -> None:
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     state = torch.load(path, map_location="cpu", weights_only=True)
-    params = dict(module.named_parameters())
+    params = {**dict(module.named_buffers()), **dict(module.named_parameters())}
     unknown = sorted(set(state) - set(params))
     if unknown:
         raise ValueError(f"{path}: checkpoint has parameters the model lacks: {unknown}")

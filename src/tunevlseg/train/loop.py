@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from .. import preempt
 from ..cells import TrialFiles
 from ..data.cache import PreparedSplit, SegmentationDataset
+from ..inference.runtime import autocast_for, pick_device
 from .augment import Augment
 from .batches import Batches, drops_last, logits_of
 from .checkpoint import load_resume_state, load_trainable, save_resume_state, save_trainable
@@ -97,19 +98,6 @@ class TrainResult:
     epochs_run: int
     history: list[dict] = field(default_factory=list)
     pruned: bool = False  # stopped early by ``on_epoch`` (an Optuna pruner)
-
-
-def pick_device(preferred: str = "auto") -> torch.device:
-    """``auto`` → CUDA when available, else CPU."""
-    if preferred == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(preferred)
-
-
-def autocast_for(device: torch.device, enabled: bool):
-    """bf16 autocast on CUDA GPUs that support it; a no-op context elsewhere."""
-    use = enabled and device.type == "cuda" and torch.cuda.is_bf16_supported()
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use)
 
 
 def make_loss(settings: TrainSettings) -> DiceCELoss:

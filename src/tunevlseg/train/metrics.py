@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+
+from ..inference.runtime import upsample_logits
 
 
 def dice_iou(pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -26,10 +27,7 @@ def dice_iou(pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, to
 
 def logits_to_mask(logits: torch.Tensor, size: tuple[int, int], threshold: float = 0.5) -> torch.Tensor:
     """Resize (1, H, W) or (H, W) logits bilinearly to ``size`` and threshold the sigmoid."""
-    logits = logits.reshape(1, 1, *logits.shape[-2:]).float()
-    if tuple(logits.shape[-2:]) != tuple(size):
-        logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
-    return torch.sigmoid(logits[0, 0]) > threshold
+    return torch.sigmoid(upsample_logits(logits, size)) > threshold
 
 
 def summarize(values: np.ndarray) -> tuple[float, float]:
