@@ -59,7 +59,7 @@ def _check(args) -> None:
     for problem in problems:
         print(f"ERROR {problem}", file=sys.stderr)
     if problems:
-        raise SystemExit(f"{len(problems)} problem(s) in {args.configfile}; nothing was run")
+        raise ValueError(f"{len(problems)} problem(s) in {args.configfile}; nothing was run")
     print(f"{args.configfile}: every dataset, weights path and the device are ready")
 
 
