@@ -83,7 +83,7 @@ def test_data_check_decodes_masks_and_sizes(tmp_path, capsys):
     assert main(["data", "check", "--configfile", str(tmp_path / "c.yaml"), "--no-device"]) == 1
     out = capsys.readouterr()
     assert "mypolyps (folder): 2 problem(s)" in out.out
-    assert f"ERROR c.yaml" not in out.err and "ERROR " + str(tmp_path / "c.yaml") in out.err
+    assert "ERROR c.yaml" not in out.err and "ERROR " + str(tmp_path / "c.yaml") in out.err
     assert "2 problem(s) in" in out.err and "nothing was run" in out.err
 
 
