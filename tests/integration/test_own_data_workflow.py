@@ -74,3 +74,25 @@ def test_own_folder_and_nnunet_volumes_to_a_dice_table(tmp_path, tiny_model_dirs
         manifest.loc[manifest["split"] == "test", "case"])
     print(f"\nmyct zeroshot: per-volume Dice {per_volume.mean():.4f} over {len(per_volume)} volumes, per-slice "
           f"Dice {slices['dice'].mean():.4f} over {len(slices)} slices; dice.md:\n{md}")
+
+
+def test_a_missing_mask_and_cuda_without_cuda_stop_the_workflow_before_any_job(tmp_path):
+    cfg = yaml.safe_load((REPO / "config.yaml").read_text())
+    polyps, _ = build_folder(tmp_path / "polyps", n=8, layout="jpeg")
+    (tmp_path / "polyps" / "masks" / "img005.jpg").unlink()
+    cfg["datasets"]["mypolyps"] = polyps
+    cfg["benchmark"]["datasets"] = ["mypolyps"]
+    cfg["device"] = "cuda"
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    out = _snakemake(work, "--configfile", "config.yaml")
+    assert out.returncode != 0
+    text = out.stdout + out.stderr
+    assert (f"config: {work}/config.yaml: datasets.mypolyps: image {tmp_path}/polyps/images/img005.jpg has no mask "
+            f"{tmp_path}/polyps/masks/img005.*") in text
+    import torch
+
+    if not torch.cuda.is_available():
+        assert f"config: {work}/config.yaml: device: 'cuda' requested but this machine has no CUDA device" in text
+    assert not (work / "results").exists()  # no job ran

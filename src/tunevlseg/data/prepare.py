@@ -602,9 +602,10 @@ def prepare_dataset(
 
         matcher = None
         if index is not None:
-            from tunevlseg.data.registry import get_spec
+            from tunevlseg.data.registry import REGISTRY
 
-            matcher = get_spec(index["source"]).published_id
+            spec = REGISTRY.get(index.get("source"))  # none for the user's own data (folder, datalist, nnunet)
+            matcher = spec.published_id if spec else None
         rows, published = apply_published(rows, annotations, matcher)
         if not rows:
             raise ValueError(f"dataset {name}: the annotation files in {annotations} list none of its "

@@ -232,12 +232,14 @@ def _latex(table: pd.DataFrame, bold: pd.DataFrame, note: str = "") -> str:
     return "\n".join(lines) + "\n"
 
 
-def unit_note(volume_datasets: list[str]) -> str:
-    """The caption line naming the datasets whose column is Dice per volume ("" when none)."""
+def unit_note(volume_datasets: list[str], tex: bool = False) -> str:
+    """The caption line naming the datasets whose column is Dice per volume ("" when none); ``tex``: ASCII words."""
     if not volume_datasets:
         return ""
-    return (f"Unit: Dice per volume (2·Σ|P∩G| / (Σ|P|+Σ|G|) over a case's test slices) for "
-            f"{', '.join(volume_datasets)}; per image for the other datasets. Per-slice Dice: test_metrics.csv.")
+    formula = ("overlap and sizes summed over a case's test slices" if tex
+               else "2·Σ|P∩G| / (Σ|P|+Σ|G|) over a case's test slices")
+    return (f"Unit: Dice per volume ({formula}) for {', '.join(volume_datasets)}; per image for the other "
+            f"datasets. Per-slice Dice: test_metrics.csv.")
 
 
 def write_dice_tables(best: pd.DataFrame, out_prefix: Path, datasets: list[str] | None = None,
@@ -275,11 +277,12 @@ def write_dice_tables(best: pd.DataFrame, out_prefix: Path, datasets: list[str] 
     flags = unstable_mask(unstable, list(stds.columns), list(means.index))
     marked = _marked(table, flags)
     notes = [UNSTABLE_NOTE] if flags.any().any() else []
-    unit = unit_note([d for d in (volume_datasets or []) if d in means.columns])
-    notes += [unit] if unit else []
+    volumes = [d for d in (volume_datasets or []) if d in means.columns]
+    tex_notes = notes + ([unit_note(volumes, tex=True)] if volumes else [])
+    notes += [unit_note(volumes)] if volumes else []
     csv_path, md_path, tex_path = (out_prefix.with_name(out_prefix.name + s)
                                    for s in (".csv", ".md", ".tex"))
     write_text_atomic(csv_path, _numeric_csv(best, means, stds, not_worse, flags).to_csv())
     write_text_atomic(md_path, _markdown(marked, bold) + "".join(f"\n{n}\n" for n in notes))
-    write_text_atomic(tex_path, _latex(marked, bold, " ".join(notes)))
+    write_text_atomic(tex_path, _latex(marked, bold, " ".join(tex_notes)))
     return [csv_path, md_path, tex_path]

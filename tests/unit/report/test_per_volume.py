@@ -55,6 +55,6 @@ def test_the_table_names_the_volume_datasets(tmp_path):
     paths = write_dice_tables(best, tmp_path / "dice", volume_datasets=["myct"])
     md, tex = paths[1].read_text(), paths[2].read_text()
     assert "Unit: Dice per volume (2·Σ|P∩G| / (Σ|P|+Σ|G|) over a case's test slices) for myct; per image" in md
-    assert "per volume" in tex
+    assert "Dice per volume (overlap and sizes summed over a case's test slices) for myct" in tex
     plain = write_dice_tables(best, tmp_path / "plain")[1].read_text()
     assert "Unit:" not in plain and plain.endswith("|\n")  # 2-D datasets: the table as before
