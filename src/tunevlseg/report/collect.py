@@ -232,14 +232,16 @@ def per_volume(frame: pd.DataFrame) -> pd.DataFrame:
                          "n_slices": frame.groupby("case", sort=True).size().to_numpy()})
 
 
-def load_per_image(result_files: Iterable[Path]) -> pd.DataFrame:
+def load_per_image(result_files: Iterable[Path], unit: str = "volume") -> pd.DataFrame:
     """Per-image test metrics of every seed replicate: ``model, method, dataset, replicate, id, dice, iou, unit``.
 
     Each ``result.json`` names its replicate; its ``test_metrics.csv`` lies beside it. A replicate
     without a completed trial (an empty file) adds no row. Slices of volumes (rows with a ``case``)
     become one row per volume (:func:`per_volume`; ``unit`` = ``volume``, else ``image``); the
-    per-slice numbers stay in ``test_metrics.csv``.
+    per-slice numbers stay in ``test_metrics.csv``. ``unit`` = ``image`` keeps the slices (``report.unit``).
     """
+    if unit not in ("volume", "image"):
+        raise ValueError(f"report.unit must be volume or image, got {unit!r}")
     frames = []
     for path in map(Path, result_files):
         record = _read_result(path)
@@ -254,7 +256,7 @@ def load_per_image(result_files: Iterable[Path]) -> pd.DataFrame:
         if missing:
             raise ValueError(f"{metrics}: missing column(s) {', '.join(missing)}")
         model, method, dataset = _cell_of(path, record)
-        volumes = all(c in frame.columns for c in VOLUME_COLUMNS) and frame["case"].notna().all()
+        volumes = unit == "volume" and all(c in frame.columns for c in VOLUME_COLUMNS) and frame["case"].notna().all()
         frame = per_volume(frame) if volumes else frame
         frames.append(frame[["id", "dice", "iou"]].assign(model=model, method=method, dataset=dataset,
                                                             replicate=int(record["replicate"]),

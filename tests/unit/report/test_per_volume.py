@@ -58,3 +58,12 @@ def test_the_table_names_the_volume_datasets(tmp_path):
     assert "Dice per volume (overlap and sizes summed over a case's test slices) for myct" in tex
     plain = write_dice_tables(best, tmp_path / "plain")[1].read_text()
     assert "Unit:" not in plain and plain.endswith("|\n")  # 2-D datasets: the table as before
+
+
+def test_report_unit_image_keeps_the_slices(tmp_path):
+    vol = _replicate(tmp_path / "v", ("clipseg", "coop", "myct"), 0, _slices())
+    frame = load_per_image([vol], unit="image")
+    assert frame["unit"].unique().tolist() == ["image"] and len(frame) == 5
+    assert frame["dice"].mean() == pytest.approx(0.46)
+    with pytest.raises(ValueError, match="report.unit must be volume or image, got 'voxel'"):
+        load_per_image([vol], unit="voxel")
