@@ -30,8 +30,9 @@ try:
 except cfg.ConfigError as err:
     raise WorkflowError(f"config: {err}")
 # Cheap data checks before any job (files exist and pair up, weights paths, device; `tunevlseg data check`
-# also decodes every mask). The device is checked where jobs run on this machine (not for a cluster).
-_problems = start_problems(config, CONFIG_SOURCE, device=workflow.local_exec and workflow.is_main_process)
+# also decodes every mask), once in the main process (not in each cluster job). The device is checked
+# where jobs run on this machine (not on a cluster's submit host).
+_problems = start_problems(config, CONFIG_SOURCE, device=workflow.local_exec) if workflow.is_main_process else []
 if _problems:
     raise WorkflowError("config: " + "\nconfig: ".join(_problems))
 
