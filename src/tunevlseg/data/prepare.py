@@ -209,7 +209,13 @@ def _row_hashes(raw_dir: Path, row: dict, opts: dict, memo: dict) -> list[tuple[
     frame = _frame(volume, labels, row)
     if frame is not None:
         return [(row["id"], content_hash(frame[0]))]
-    return [(f"{row['id']}_s{k:02d}", content_hash(volume[..., k])) for k, _, _ in _slices(volume, labels, row, opts)]
+    return [(f"{row['id']}_s{k:02d}", _slice_hash(volume[..., k], row, k)) for k, _, _ in _slices(volume, labels, row, opts)]
+
+
+def _slice_hash(pixels: np.ndarray, row: dict, k: int) -> str:
+    """A slice's content hash; a constant slice (padding, air) is its own content: identical blank slices of
+    two volumes are no leak, and must not merge their cases into one group."""
+    return content_hash(pixels) if pixels.min() != pixels.max() else f"blank:{row['image']}:{k}"
 
 
 def _hash_task(task) -> list[list[tuple[str, str]]]:

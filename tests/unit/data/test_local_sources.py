@@ -145,3 +145,18 @@ def test_nnunet_3d_channel_and_official_test(tmp_path):
     (tmp_path / "Dataset017_Liver" / "imagesTr" / "pat00_1_0001.nii.gz").unlink()
     with pytest.raises(FileNotFoundError, match=r"case pat00_1 has no channel 1 file .*pat00_1_0001\.nii\.gz"):
         local_rows("liver", {**cfg, "channel": 1})
+
+
+def test_blank_slices_of_different_volumes_do_not_merge_cases(tmp_path):
+    import nibabel as nib
+
+    cfg, _ = build_nnunet_3d(tmp_path / "Dataset017_Liver", n=16)
+    for path in sorted((tmp_path / "Dataset017_Liver" / "imagesTr").glob("*_0000.nii.gz")):
+        img = nib.load(str(path))
+        data = np.asarray(img.dataobj).copy()
+        data[..., 0] = 0  # zero padding: the same blank slice in every volume
+        nib.save(nib.Nifti1Image(data, img.affine), str(path))
+    meta, manifest, _ = _prepare(tmp_path, "liver", {**cfg, "empty_slice_fraction": 1.0})
+    assert meta["groups_merged"] == {} and meta["duplicates"]["n_sets"] == 0
+    assert {r["group"] for r in manifest} == {f"pat{i:02d}" for i in range(8)}
+    assert sum(r["id"].endswith("_s00") for r in manifest) == 16
