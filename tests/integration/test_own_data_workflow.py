@@ -72,8 +72,16 @@ def test_own_folder_and_nnunet_volumes_to_a_dice_table(tmp_path, tiny_model_dirs
     manifest = pd.read_csv(work / "results/prepared/myct/32/manifest.csv")
     assert (manifest.groupby("case")["split"].nunique() == 1).all() and set(per_volume.index) == set(
         manifest.loc[manifest["split"] == "test", "case"])
-    print(f"\nmyct zeroshot: per-volume Dice {per_volume.mean():.4f} over {len(per_volume)} volumes, per-slice "
-          f"Dice {slices['dice'].mean():.4f} over {len(slices)} slices; dice.md:\n{md}")
+    for method in ("zeroshot", "coop"):  # what the report shows: per volume; beside it the per-slice mean
+        for rep in (0, 1) if method == "coop" else (0,):
+            s = pd.read_csv(work / f"results/cells/clipseg/{method}/myct/seeds/{rep}/test_metrics.csv")
+            g = s.groupby("case")[["inter", "pred_px", "true_px"]].sum()
+            t = g["pred_px"] + g["true_px"]
+            vol = (2 * g["inter"] / t.where(t > 0)).fillna(1.0)
+            print(f"\nmyct {method} seed {rep}: per-volume Dice {vol.mean():.4f} over {len(vol)} volumes "
+                  f"({', '.join(f'{c} {v:.3f}' for c, v in vol.items())}); per-slice Dice {s['dice'].mean():.4f} "
+                  f"over {len(s)} slices")
+    print(md)
 
 
 def test_a_missing_mask_and_cuda_without_cuda_stop_the_workflow_before_any_job(tmp_path):

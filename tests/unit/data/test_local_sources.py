@@ -87,6 +87,11 @@ def test_datalist_monai_json_and_csv(tmp_path):
     assert {r["id"] for r in manifest if r["split"] == "test"} == {"case08", "case09"}
     assert all(np.array_equal(originals[k], truth[k]) for k in originals) and len(originals) == 2
     assert local_inputs(cfg) == [cfg["path"]]
+    from tunevlseg.data.ingest import dataset_status, release_files
+
+    assert release_files(cfg, tmp_path / "raw") == []
+    assert dataset_status("dl", cfg, tmp_path / "results", tmp_path / "raw") == (
+        "dl (datalist): local files (run `tunevlseg data check` to verify them)")
 
     cfg, truth = build_datalist(tmp_path / "csv", n=20, kind="csv")
     meta, manifest, _ = _prepare(tmp_path, "dlcsv", cfg)
