@@ -11,7 +11,9 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 
 from tunevlseg import config as cfg
+from tunevlseg.data.check import start_problems
 from tunevlseg.data.ingest import prepare_settings
+from tunevlseg.data.local import is_local
 from tunevlseg.report.layout import figure_files, table_files
 
 envvars:
@@ -27,6 +29,12 @@ try:
     cfg.check_config(config, CONFIG_SOURCE)
 except cfg.ConfigError as err:
     raise WorkflowError(f"config: {err}")
+# Cheap data checks before any job (files exist and pair up, weights paths, device; `tunevlseg data check`
+# also decodes every mask), once in the main process (not in each cluster job). The device is checked
+# where jobs run on this machine (not on a cluster's submit host).
+_problems = start_problems(config, CONFIG_SOURCE, device=workflow.local_exec) if workflow.is_main_process else []
+if _problems:
+    raise WorkflowError("config: " + "\nconfig: ".join(_problems))
 
 L = cfg.layout(config)
 R = config["results"]
@@ -61,6 +69,10 @@ def weights_input(model):
 
 # ---- data rules
 RAW = config.get("raw_dir") or f"{R}/raw"
+_NONE = "(?!x)x"  # a pattern nothing matches: a rule without datasets of its kind
+LOCAL_DATASETS = "|".join(d for d, c in config["datasets"].items() if is_local(c["source"])) or _NONE
+REGISTRY_DATASETS = "|".join(d for d, c in config["datasets"].items()
+                             if c["source"] != "synthetic" and not is_local(c["source"])) or _NONE
 
 
 def index_input(w):

@@ -1,5 +1,6 @@
 # Data: synthetic raw layouts, or real releases (obtain -> index); then split + resize + cache per (dataset, size).
 from tunevlseg.data.ingest import annotation_files, release_files
+from tunevlseg.data.local import is_local, local_inputs
 
 
 # Downloads need the internet: run them on the submitting host, not on compute nodes.
@@ -46,6 +47,8 @@ rule index:
         L.receipt("{dataset}"),
     output:
         directory(L.index("{dataset}")),
+    wildcard_constraints:
+        dataset=REGISTRY_DATASETS,
     threads: data_threads
     conda:
         "../envs/tunevlseg.yaml"
@@ -53,6 +56,25 @@ rule index:
         L.log("index/{dataset}"),
     shell:
         "tunevlseg data index --receipt {input:q} --out {output:q} --threads {threads} > {log:q} 2>&1"
+
+
+# The user's own data (source: folder | datalist | nnunet): indexed where it is, nothing is copied.
+rule local_index:
+    input:
+        lambda w: local_inputs(config["datasets"][w.dataset]),
+    output:
+        directory(L.index("{dataset}")),
+    wildcard_constraints:
+        dataset=LOCAL_DATASETS,
+    params:
+        settings=lambda w: as_json(config["datasets"][w.dataset]),
+    conda:
+        "../envs/tunevlseg.yaml"
+    log:
+        L.log("index/{dataset}"),
+    shell:
+        "tunevlseg data local --dataset {wildcards.dataset} --settings {params.settings:q} --out {output:q}"
+        " > {log:q} 2>&1"
 
 
 rule prepare:

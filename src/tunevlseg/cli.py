@@ -161,7 +161,7 @@ def cmd_aggregate(args) -> None:
     trial_files = [Path(p) for p in args.trials] if args.trials else [Path(p) / "trials.csv" for p in cells.values()]
     replicates = [Path(p) for p in args.replicates] if args.replicates else replicate_results(cells)
     # cells made before seed replicates existed have none: their best.json numbers are reported
-    per_image = load_per_image(replicates) if replicates else None
+    per_image = load_per_image(replicates, opts.get("unit", "volume")) if replicates else None
     cost = load_cost(load_trials(trial_files), replicates) if replicates else None
     seeds = replicate_counts(cells, replicates, opts.get("final_seeds")) if replicates else None
     render_report(grid, cells, Path(args.tables), Path(args.figures), dpi=opts.get("dpi", 150),
@@ -205,7 +205,7 @@ def cmd_report(args) -> None:
     trials = load_trials([Path(p) / "trials.csv" for p in cells.values()])
     render_report(grid, cells, tables, figures, dpi=opts.get("dpi", 150), study_dirs=study_dirs,
                   unstable_spread=opts.get("unstable_spread", UNSTABLE_SPREAD),
-                  per_image=load_per_image(replicates) if replicates else None,
+                  per_image=load_per_image(replicates, opts.get("unit", "volume")) if replicates else None,
                   cost=load_cost(trials, replicates) if replicates else None, workers=args.threads,
                   seeds=replicate_counts(cells, replicates, opts.get("final_seeds")) if replicates else None)
     print(f"{len(cells)}/{len(grid.cells())} cells finished; tables {tables}.md, figures in {figures}")

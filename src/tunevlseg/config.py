@@ -85,6 +85,8 @@ def check_config(config: dict, source: str = "config.yaml") -> None:
         if name not in config["datasets"]:
             raise ConfigError(source, "benchmark.datasets", f"unknown dataset '{name}'; defined under datasets: "
                                                            f"{datasets}")
+    for name, dcfg in config["datasets"].items():
+        _check_dataset_keys(name, dcfg, source)
     for name in bench["models"]:
         if name not in config["models"]:
             raise ConfigError(source, "benchmark.models", f"'{name}' has no entry under models: "
@@ -110,6 +112,24 @@ def check_config(config: dict, source: str = "config.yaml") -> None:
     if not grid.pairs():
         runnable = {m: list(supported_methods(m)) for m in grid.models}
         raise ConfigError(source, "benchmark", f"no model supports any of the methods; supported: {runnable}")
+
+
+#: Keys every dataset may set, whatever its source; the others belong to one kind of source.
+COMMON_DATASET_KEYS = ("source", "domain", "split_fractions", "val_fraction", "leak_policy", "split_seed")
+
+
+def _check_dataset_keys(name: str, dcfg: dict, source: str) -> None:
+    """A folder / datalist / nnunet dataset accepts only its own keys (a typo or a key of another source is named)."""
+    from .data.local import LOCAL_SOURCES, PREPARE_KEYS
+
+    reader = LOCAL_SOURCES.get(dcfg.get("source"))
+    if reader is None:
+        return
+    allowed = (*COMMON_DATASET_KEYS, *reader.KEYS, *PREPARE_KEYS)
+    unknown = sorted(set(dcfg) - set(allowed))
+    if unknown:
+        raise ConfigError(source, f"datasets.{name}", f"{unknown} not used by source {dcfg['source']}; it accepts "
+                                                      f"{sorted(allowed)}")
 
 
 def _check_method(config: dict, name: str, source: str) -> None:

@@ -29,7 +29,7 @@ FORBIDDEN = {
 }
 #: What rules/common.smk and the Snakefile import at every Snakemake start (also inside every SLURM job).
 SNAKEFILE_IMPORTS = ["tunevlseg.config", "tunevlseg.cells", "tunevlseg.methods", "tunevlseg.models.registry",
-                     "tunevlseg.report.layout", "tunevlseg.data.ingest"]
+                     "tunevlseg.report.layout", "tunevlseg.data.ingest", "tunevlseg.data.check", "tunevlseg.data.local"]
 
 
 def _part(module: str) -> str:

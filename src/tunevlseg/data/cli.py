@@ -1,4 +1,4 @@
-"""`tunevlseg data <command>`: obtain, index and status of the real datasets (called by rules/data.smk)."""
+"""`tunevlseg data <command>`: obtain, index, local, check and status of the datasets (called by rules/data.smk)."""
 
 from __future__ import annotations
 
@@ -36,8 +36,35 @@ def _status(args) -> None:
         print(dataset_status(name, cfg or {}, results, raw_dir))
 
 
+def _local(args) -> None:
+    from .ingest import index_local
+
+    print(json.dumps(index_local(args.dataset, json.loads(args.settings), Path(args.out))))
+
+
+def _check(args) -> None:
+    import sys
+
+    import yaml
+
+    from .check import check_config_data
+
+    path = Path(args.configfile)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {path} not found")
+    config = yaml.safe_load(path.read_text()) or {}
+    lines, problems = check_config_data(config, str(args.configfile), device=not args.no_device)
+    for line in lines:
+        print(line)
+    for problem in problems:
+        print(f"ERROR {problem}", file=sys.stderr)
+    if problems:
+        raise ValueError(f"{len(problems)} problem(s) in {args.configfile}; nothing was run")
+    print(f"{args.configfile}: every dataset, weights path and the device are ready")
+
+
 def add_parser(sub) -> None:
-    """Register ``tunevlseg data {obtain,index,status}`` on the main CLI's subparsers."""
+    """Register ``tunevlseg data {obtain,index,local,check,status}`` on the main CLI's subparsers."""
     data = sub.add_parser("data", help="real datasets: obtain (fetch or ingest), index, status")
     dsub = data.add_subparsers(dest="data_command", required=True)
 
@@ -53,6 +80,17 @@ def add_parser(sub) -> None:
     p.add_argument("--out", required=True)
     p.add_argument("--threads", type=int, default=1)
     p.set_defaults(func=_index)
+
+    p = dsub.add_parser("local", help="index a folder / datalist / nnunet dataset where it is (samples.csv)")
+    p.add_argument("--dataset", required=True, help="the dataset's name in the config (for messages)")
+    p.add_argument("--settings", required=True, help="its datasets.<name> entry as JSON")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=_local)
+
+    p = dsub.add_parser("check", help="check every configured dataset's files and masks, weights and device")
+    p.add_argument("--configfile", default="config.yaml")
+    p.add_argument("--no-device", action="store_true", help="skip the device check (e.g. on a login node)")
+    p.set_defaults(func=_check)
 
     p = dsub.add_parser("status", help="one line per configured dataset: missing / raw present / prepared")
     p.add_argument("--configfile", default="config.yaml")

@@ -10,7 +10,11 @@ absolute: real datasets point into the extracted release). Optional columns:
 - ``mask_rule``: how ``mask`` becomes binary (see :mod:`tunevlseg.data.masks`);
 - ``split``: official split (train/val/test; train/test only = validation carved
   from train); ``stratum``: stratify the seeded split (e.g. BUSI class);
-- ``context``: a sentence added to prompt ``p4`` (e.g. CAMUS view and phase).
+- ``context``: a sentence added to prompt ``p4`` (e.g. CAMUS view and phase);
+- ``orient`` = ``canonical``: the NIfTI pair is reoriented to the closest canonical (RAS+)
+  orientation; ``axis``: slice along this axis instead of the last; ``case`` and
+  ``spacing``: the volume's id and voxel spacing, copied into the manifest (every slice
+  names its case: the test Dice is then also reported per volume).
 
 Two passes over the images, both parallel over the workers: the pre-pass
 decodes each image once and hashes its pixels (so duplicates can join one group
@@ -49,6 +53,8 @@ log = logging.getLogger(__name__)
 LEAK_POLICIES = ("group", "fail", "drop")
 REQUIRED_COLUMNS = ("id", "image", "mask", "phrase", "group")
 MANIFEST_COLUMNS = ["id", "split", "source_image", "source_mask", "content_hash", "orig_h", "orig_w", "group"]
+#: Manifest columns of datasets whose rows name a volume case (nnU-Net, datalist volumes): per-volume scores.
+VOLUME_COLUMNS = ["case", "spacing"]
 
 
 def read_samples(raw_dir: Path) -> list[dict]:
@@ -162,9 +168,12 @@ def _is_volume(row: dict) -> bool:
 
 def _volume(raw_dir: Path, row: dict, memo: dict, warn: bool = True):
     """The row's (volume, labels) NIfTI pair, decoded once per task (``warn``: about NaN/inf intensities)."""
-    key = ("volume", raw_dir / row["image"], raw_dir / row["mask"])
+    key = ("volume", raw_dir / row["image"], raw_dir / row["mask"], row.get("axis") or "")
     if key not in memo:
-        memo[key] = load_pair(key[1], key[2], warn=warn)
+        volume, labels = load_pair(key[1], key[2], warn=warn, canonical=row.get("orient") == "canonical")
+        if key[3] != "" and volume.ndim == 3:  # slice along `axis` (the last axis once moved there)
+            volume, labels = np.moveaxis(volume, int(key[3]), -1), np.moveaxis(labels, int(key[3]), -1)
+        memo[key] = volume, labels
     volume, labels = memo[key]
     if volume.ndim not in (2, 3):
         raise ValueError(f"volume {key[1]} has shape {volume.shape}; expected 2-D or 3-D")
@@ -200,7 +209,13 @@ def _row_hashes(raw_dir: Path, row: dict, opts: dict, memo: dict) -> list[tuple[
     frame = _frame(volume, labels, row)
     if frame is not None:
         return [(row["id"], content_hash(frame[0]))]
-    return [(f"{row['id']}_s{k:02d}", content_hash(volume[..., k])) for k, _, _ in _slices(volume, labels, row, opts)]
+    return [(f"{row['id']}_s{k:02d}", _slice_hash(volume[..., k], row, k)) for k, _, _ in _slices(volume, labels, row, opts)]
+
+
+def _slice_hash(pixels: np.ndarray, row: dict, k: int) -> str:
+    """A slice's content hash; a constant slice (padding, air) is its own content: identical blank slices of
+    two volumes are no leak, and must not merge their cases into one group."""
+    return content_hash(pixels) if pixels.min() != pixels.max() else f"blank:{row['image']}:{k}"
 
 
 def _hash_task(task) -> list[list[tuple[str, str]]]:
@@ -231,6 +246,7 @@ def _sample(row, sid, image, mask, raw_hash, size, keep, resized=None) -> dict:
         "mask": resize_mask(mask, size),
         "original": mask if kept else None,
         "prompts": row.get("prompts") or build_prompts(row["phrase"], mask, row.get("context") or ""),
+        **{k: row.get(k) or "" for k in VOLUME_COLUMNS},
     }
 
 
@@ -412,8 +428,8 @@ def require_splits(name: str, sizes: dict[str, int], what: str = "samples") -> N
 class _CacheWriter:
     """Streams samples into per-split append-only files inside the cache folder."""
 
-    def __init__(self, folder: Path, size: int, prompt_keys: list[str]):
-        self.folder, self.size, self.prompt_keys = folder, size, prompt_keys
+    def __init__(self, folder: Path, size: int, prompt_keys: list[str], extra: list[str] | None = None):
+        self.folder, self.size, self.prompt_keys, self.extra = folder, size, prompt_keys, extra or []
         self.files = {s: (open(folder / f"{s}_images.raw", "wb"), open(folder / f"{s}_masks.raw", "wb")) for s in SPLITS}
         self.originals = zipfile.ZipFile(folder / "test_masks_original.npz", "w", zipfile.ZIP_DEFLATED)
         self.sizes = dict.fromkeys(SPLITS, 0)
@@ -426,7 +442,7 @@ class _CacheWriter:
             with self.originals.open(f"{smp['id']}.npy", "w", force_zip64=True) as f:
                 np.lib.format.write_array(f, smp["original"])
         self.sizes[split] += 1
-        self.manifest.append({**{k: smp[k] for k in MANIFEST_COLUMNS if k != "split"}, "split": split,
+        self.manifest.append({**{k: smp[k] for k in MANIFEST_COLUMNS + self.extra if k != "split"}, "split": split,
                               **{k: smp["prompts"][k] for k in self.prompt_keys}})
 
     def close(self) -> None:
@@ -445,7 +461,7 @@ class _CacheWriter:
             _finish_array(self.folder / f"{s}_images.raw", self.folder / f"{s}_images.npy", (n, self.size, self.size, 3))
             _finish_array(self.folder / f"{s}_masks.raw", self.folder / f"{s}_masks.npy", (n, self.size, self.size))
         with open(self.folder / "manifest.csv", "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=MANIFEST_COLUMNS + self.prompt_keys, lineterminator="\n")
+            writer = csv.DictWriter(f, fieldnames=MANIFEST_COLUMNS + self.extra + self.prompt_keys, lineterminator="\n")
             writer.writeheader()
             writer.writerows(self.manifest)
         return hashlib.sha256((self.folder / "manifest.csv").read_bytes()).hexdigest()
@@ -508,7 +524,7 @@ def _write_cache(tmp: Path, rows, hashes, plan: dict, size: int, opts: dict, pro
     firsts: dict[tuple[str, str], tuple[str, str, np.ndarray]] = {}
     conflicts: list[dict] = []
     seen: dict[str, tuple[str, str]] = {}
-    writer = _CacheWriter(tmp, size, prompt_keys)
+    writer = _CacheWriter(tmp, size, prompt_keys, VOLUME_COLUMNS if any(r.get("case") for r in rows) else None)
     try:
         results = pool.imap(_load_task, tasks, chunksize=4) if pool else map(_load_task, tasks)
         for smp in (smp for samples in results for smp in samples):
@@ -592,9 +608,10 @@ def prepare_dataset(
 
         matcher = None
         if index is not None:
-            from tunevlseg.data.registry import get_spec
+            from tunevlseg.data.registry import REGISTRY
 
-            matcher = get_spec(index["source"]).published_id
+            spec = REGISTRY.get(index.get("source"))  # none for the user's own data (folder, datalist, nnunet)
+            matcher = spec.published_id if spec else None
         rows, published = apply_published(rows, annotations, matcher)
         if not rows:
             raise ValueError(f"dataset {name}: the annotation files in {annotations} list none of its "

@@ -16,11 +16,12 @@ from tunevlseg.data.pixels import finite_values
 from tunevlseg.data.pixels import window_to_uint8 as window_to_uint8  # re-exported: callers of the old home
 
 
-def load_volume(path: str | Path, reader: str = "nibabel") -> np.ndarray:
+def load_volume(path: str | Path, reader: str = "nibabel", canonical: bool = False) -> np.ndarray:
     """Read a NIfTI file into a numpy array in stored axis order (e.g. (H, W, D)).
 
     ``reader`` is ``"nibabel"`` or ``"monai"`` (MONAI ``LoadImage`` with its
-    ``NibabelReader``). Raises ``FileNotFoundError`` for a missing file and
+    ``NibabelReader``). ``canonical`` reorients the volume to the closest canonical (RAS+)
+    orientation first (nibabel ``as_closest_canonical``; nibabel reader only). Raises ``FileNotFoundError`` for a missing file and
     ``ValueError`` naming the file when it cannot be decoded.
     """
     path = Path(path)
@@ -36,12 +37,14 @@ def load_volume(path: str | Path, reader: str = "nibabel") -> np.ndarray:
             raise ValueError(f"unknown reader {reader!r} (use 'nibabel' or 'monai')")
         import nibabel as nib
 
-        return np.asarray(nib.load(str(path)).dataobj)
+        img = nib.load(str(path))
+        return np.asarray((nib.as_closest_canonical(img) if canonical else img).dataobj)
     except Exception as e:  # nibabel/gzip/MONAI raise many different types
         raise ValueError(f"cannot read volume {path}: {type(e).__name__}: {e}") from e
 
 
-def load_pair(image_path: str | Path, label_path: str | Path, reader: str = "nibabel", warn: bool = True):
+def load_pair(image_path: str | Path, label_path: str | Path, reader: str = "nibabel", warn: bool = True,
+              canonical: bool = False):
     """Load an intensity volume and its label volume; check that shapes agree.
 
     Returns ``(image, labels)`` with integer labels. The error for a shape
@@ -49,8 +52,8 @@ def load_pair(image_path: str | Path, label_path: str | Path, reader: str = "nib
     minimum with a warning (``warn``; :func:`tunevlseg.data.pixels.finite_values`);
     NaN/inf labels are refused, naming the file and the count.
     """
-    image = load_volume(image_path, reader)
-    labels = load_volume(label_path, reader)
+    image = load_volume(image_path, reader, canonical)
+    labels = load_volume(label_path, reader, canonical)
     if image.shape != labels.shape:
         raise ValueError(
             f"shape mismatch: image {image_path} has shape {image.shape} "

@@ -264,12 +264,34 @@ def _missing_text(replicate: int, record: dict | None) -> str:
     return f"replicate {replicate} has no completed trial"
 
 
-def load_per_image(result_files: Iterable[Path]) -> pd.DataFrame:
-    """Per-image test metrics of every seed replicate: ``model, method, dataset, replicate, id, dice, iou``.
+VOLUME_COLUMNS = ("case", "inter", "pred_px", "true_px")
+
+
+def per_volume(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per-slice rows (``case``, ``inter``, ``pred_px``, ``true_px``) -> one row per case (``id`` = case).
+
+    Dice per volume = 2·Σ|P∩G| / (Σ|P| + Σ|G|) over the case's test slices, IoU = Σ|P∩G| / Σ|P∪G|;
+    a volume with neither prediction nor target scores 1 (the per-image convention).
+    """
+    sums = frame.groupby("case", sort=True)[["inter", "pred_px", "true_px"]].sum()
+    total = sums["pred_px"] + sums["true_px"]
+    union = total - sums["inter"]
+    dice = (2 * sums["inter"] / total.where(total > 0)).fillna(1.0)
+    iou = (sums["inter"] / union.where(union > 0)).fillna(1.0)
+    return pd.DataFrame({"id": sums.index.astype(str), "dice": dice.to_numpy(float), "iou": iou.to_numpy(float),
+                         "n_slices": frame.groupby("case", sort=True).size().to_numpy()})
+
+
+def load_per_image(result_files: Iterable[Path], unit: str = "volume") -> pd.DataFrame:
+    """Per-image test metrics of every seed replicate: ``model, method, dataset, replicate, id, dice, iou, unit``.
 
     Each ``result.json`` names its replicate; its ``test_metrics.csv`` lies beside it. A replicate
-    without a completed trial (an empty file) or that failed adds no row.
+    without a completed trial (an empty file) or that failed adds no row. Slices of volumes (rows with a ``case``)
+    become one row per volume (:func:`per_volume`; ``unit`` = ``volume``, else ``image``); the
+    per-slice numbers stay in ``test_metrics.csv``. ``unit`` = ``image`` keeps the slices (``report.unit``).
     """
+    if unit not in ("volume", "image"):
+        raise ValueError(f"report.unit must be volume or image, got {unit!r}")
     frames = []
     for path in map(Path, result_files):
         record = _read_result(path)
@@ -286,11 +308,15 @@ def load_per_image(result_files: Iterable[Path]) -> pd.DataFrame:
         if missing:
             raise ValueError(f"{metrics}: missing column(s) {', '.join(missing)}")
         model, method, dataset = _cell_of(path, record)
+        volumes = unit == "volume" and all(c in frame.columns for c in VOLUME_COLUMNS) and frame["case"].notna().all()
+        frame = per_volume(frame) if volumes else frame
         frames.append(frame[["id", "dice", "iou"]].assign(model=model, method=method, dataset=dataset,
-                                                            replicate=int(record["replicate"])))
-    columns = [*CELL_KEYS, "replicate", "id", "dice", "iou"]
+                                                            replicate=int(record["replicate"]),
+                                                            unit="volume" if volumes else "image"))
+    columns = [*CELL_KEYS, "replicate", "id", "dice", "iou", "unit"]
     if not frames:
-        return pd.DataFrame({c: pd.Series(dtype=object if c in (*CELL_KEYS, "id") else float) for c in columns})
+        return pd.DataFrame({c: pd.Series(dtype=object if c in (*CELL_KEYS, "id", "unit") else float)
+                             for c in columns})
     return pd.concat(frames, ignore_index=True)[columns]
 
 

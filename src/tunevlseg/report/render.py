@@ -232,8 +232,10 @@ def render_report(grid: Grid, cells: Mapping[Cell, Path], tables: Path, figures:
             out.append(path)
         if cost is not None:
             out += _write_cost(grid, cost, shown, Path(tables), files, dpi)
+        volumes = sorted(set(per_image.loc[per_image["unit"] == "volume", "dataset"])) \
+            if per_image is not None and "unit" in per_image else []
         out += write_dice_tables(shown, Path(tables), datasets=datasets, rows=rows, not_worse=not_worse,
-                                 unstable=unstable)
+                                 unstable=unstable, volume_datasets=volumes)
         out.append(plot_dice_heatmap(shown, files["heatmap"], dpi=dpi, datasets=datasets, rows=rows,
                                      unstable=unstable))
         correlations = depth_correlations(trials)

@@ -250,10 +250,24 @@ def _latex(table: pd.DataFrame, bold: pd.DataFrame, note: str = "") -> str:
     return "\n".join(lines) + "\n"
 
 
+def unit_note(volume_datasets: list[str], tex: bool = False) -> str:
+    """The caption line naming the datasets whose column is Dice per volume ("" when none); ``tex``: ASCII words."""
+    if not volume_datasets:
+        return ""
+    formula = ("overlap and sizes summed over a case's test slices" if tex
+               else "2·Σ|P∩G| / (Σ|P|+Σ|G|) over a case's test slices")
+    return (f"Unit: Dice per volume ({formula}) for {', '.join(volume_datasets)}; per image for the other "
+            f"datasets. Per-slice Dice: test_metrics.csv.")
+
+
 def write_dice_tables(best: pd.DataFrame, out_prefix: Path, datasets: list[str] | None = None,
                       rows: list[str] | None = None, not_worse: pd.DataFrame | None = None,
-                      unstable: pd.DataFrame | None = None) -> list[Path]:
+                      unstable: pd.DataFrame | None = None, volume_datasets: list[str] | None = None) -> list[Path]:
     """Write the Dice table as ``<out_prefix>.csv``, ``.md`` and ``.tex``; return the three paths.
+
+    ``volume_datasets`` (3-D datasets scored per volume, see
+    :func:`tunevlseg.report.collect.per_volume`) are named under the md and tex tables as the unit
+    of their columns (:func:`unit_note`); every other column is per image.
 
     * csv: numeric; index ``row`` (``model · method``), columns ``model, method``,
       ``<dataset>_mean, <dataset>_std`` per dataset and ``mean``; empty fields for absent cells.
@@ -281,10 +295,13 @@ def write_dice_tables(best: pd.DataFrame, out_prefix: Path, datasets: list[str] 
     bold = _best_mask(means) if not_worse is None else _not_worse_mask(means, not_worse)
     flags = unstable_mask(unstable, list(stds.columns), list(means.index))
     marked = _marked(table, flags)
-    note = f"\n{UNSTABLE_NOTE}\n" if flags.any().any() else ""
+    notes = [UNSTABLE_NOTE] if flags.any().any() else []
+    volumes = [d for d in (volume_datasets or []) if d in means.columns]
+    tex_notes = notes + ([unit_note(volumes, tex=True)] if volumes else [])
+    notes += [unit_note(volumes)] if volumes else []
     csv_path, md_path, tex_path = (out_prefix.with_name(out_prefix.name + s)
                                    for s in (".csv", ".md", ".tex"))
     write_text_atomic(csv_path, _numeric_csv(best, means, stds, not_worse, flags).to_csv())
-    write_text_atomic(md_path, _markdown(marked, bold) + note)
-    write_text_atomic(tex_path, _latex(marked, bold, UNSTABLE_NOTE if note else ""))
+    write_text_atomic(md_path, _markdown(marked, bold) + "".join(f"\n{n}\n" for n in notes))
+    write_text_atomic(tex_path, _latex(marked, bold, " ".join(tex_notes)))
     return [csv_path, md_path, tex_path]

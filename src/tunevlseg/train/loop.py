@@ -342,6 +342,9 @@ def evaluate_test(adapter, learner, split: PreparedSplit, batch_size: int, devic
                   checkpoint: Path | None = None, features=None, workers: int = 0) -> list[dict]:
     """Per-image Dice and IoU at threshold 0.5 at each image's original mask size.
 
+    Slices of a volume (a manifest with a ``case`` column) also carry ``case`` and their pixel counts
+    (``inter``, ``pred_px``, ``true_px``): :func:`tunevlseg.report.collect.per_volume` sums them per case.
+
     ``features``: the split's :class:`tunevlseg.features.FeatureSplit` (cached image features) or None.
     """
     device = device or pick_device()
@@ -360,6 +363,10 @@ def evaluate_test(adapter, learner, split: PreparedSplit, batch_size: int, devic
             pred = logits_to_mask(logit, tuple(target.shape))
             dice, iou = dice_iou(pred[None], target[None])
             rows.append(dict(id=split.ids[index], dice=float(dice), iou=float(iou)))
+            case = split.rows[index].get("case")
+            if case:  # a volume's slice: the pixel counts that per-volume Dice sums over the case
+                rows[-1].update(case=case, inter=int((pred & target).sum()), pred_px=int(pred.sum()),
+                                true_px=int(target.sum()))
     return rows
 
 

@@ -832,7 +832,9 @@ def test_registry_schema_and_readme_agree():
     repo = Path(__file__).resolve().parents[3]
     schema = yaml.safe_load((repo / "workflow" / "schemas" / "config.schema.yaml").read_text())
     sources = schema["properties"]["datasets"]["additionalProperties"]["properties"]["source"]["enum"]
-    assert sorted(sources) == sorted(["synthetic", *registry.REGISTRY])
+    from tunevlseg.data.local import LOCAL_SOURCES
+
+    assert sorted(sources) == sorted(["synthetic", *registry.REGISTRY, *LOCAL_SOURCES])
     readme = (repo / "README.md").read_text()
     for spec in registry.REGISTRY.values():
         row = next((line for line in readme.splitlines() if line.startswith(f"| {spec.id} |")), None)
