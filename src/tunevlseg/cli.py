@@ -222,7 +222,7 @@ def cmd_check_config(args) -> None:
         check_config(_with_schema_defaults(config), str(path))
         print(f"{path}: ok")
         if args.show_effective:
-            print(f"{path}: effective method settings (README \"Configuration\": precedence)")
+            print(f"{path}: effective method settings (docs/how-to/configure.md: precedence)")
             print("\n".join(effective_settings_lines(config)))
 
 

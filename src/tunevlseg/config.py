@@ -256,7 +256,7 @@ def _merge_hyperparameters(catalogue: dict, given: dict, where: str) -> dict:
 
 
 def effective_settings(config: dict, method: str, sources: bool = False) -> dict:
-    """A method's ``search``, ``fixed`` and ``training`` as every cell of it gets them (README "Configuration":
+    """A method's ``search``, ``fixed`` and ``training`` as every cell of it gets them (docs/how-to/configure.md,
     precedence); with ``sources`` each value is a ``(value, source)`` pair, source = the config key that set
     it, :data:`CATALOGUE` or :data:`SCHEMA_DEFAULT`. The one place the layers are merged; every consumer
     (the rules' cell settings, ``tune`` through them, ``estimate``, ``check-config``) reads it.

@@ -46,7 +46,7 @@ def _ref_name(node: dict) -> str | None:
 
 def _type(node: dict) -> str:
     if _ref_name(node):
-        return f"[{_ref_name(node)}](#{_ref_name(node).replace('_', '-')})"
+        return f"[{_ref_name(node)}](#{_ref_name(node)})"  # GitHub's anchor of "## float_param"
     for combo in ("oneOf", "anyOf"):
         if combo in node:
             return " or ".join(_type(n) for n in node[combo])
@@ -69,8 +69,8 @@ def _allowed(node: dict) -> str:
         parts.append(_value(node["const"]))
     for key, sign in (("minimum", "≥"), ("exclusiveMinimum", ">"), ("maximum", "≤"), ("exclusiveMaximum", "<"),
                       ("minItems", "items ≥"), ("pattern", "matches")):
-        if key in node:
-            parts.append(f"{sign} {node[key]}")
+        if key in node:  # a pattern as code: its brackets would read as a markdown link
+            parts.append(f"{sign} `{node[key]}`" if key == "pattern" else f"{sign} {node[key]}")
     names = node.get("propertyNames", {})
     if "enum" in names:
         parts.append("keys: " + ", ".join(_value(v) for v in names["enum"]))

@@ -23,8 +23,8 @@ images only and a training sample that the trial's augmentation changes (36 % at
 encoded live — the trained distribution is exactly the uncached one. With K > 0 views the cache
 also holds K augmented views per training image (drawn from the same augmentation distribution
 given that it changes something, seeded independently of the trials); a changed sample then reads
-one of them (picked per trial, epoch and sample), and nothing is encoded live. See the README,
-"Speed".
+one of them (picked per trial, epoch and sample), and nothing is encoded live. See
+docs/explanation/speed.md.
 
 Integrity (format 2). ``meta.json`` records the weights' content identity (``study.weights_identity``,
 the one the cell fingerprint uses: sha256 of local weight files, or hub name and revision) and every

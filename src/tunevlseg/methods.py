@@ -39,7 +39,7 @@ class Method:
     names a config may use under ``methods.<name>.search`` / ``fixed`` besides lr, weight_decay, depth.
     ``search`` / ``fixed`` / ``training``: the paper's settings, under what a config sets for the method
     (merged key by key, ``tunevlseg.config.effective_settings``) — the reference code's search space, its
-    semantics as fixed options where ours differ (README, "Where we deliberately differ"), training
+    semantics as fixed options where ours differ (docs/explanation/methods.md, "Where we deliberately differ"), training
     overrides (below the config's own ``training``).
     """
 
@@ -136,7 +136,7 @@ def get_method(name: str) -> Method:
 
 def catalogue_settings(name: str) -> dict:
     """The paper's settings of ``name`` (search space, fixed options, training overrides): the catalogue layer
-    under a config's own (``tunevlseg.config.effective_settings`` merges them, README: precedence)."""
+    under a config's own (``tunevlseg.config.effective_settings`` merges them, docs/how-to/configure.md: precedence)."""
     method = get_method(name)
     out: dict = {}
     if method.tuned:

@@ -1,7 +1,7 @@
 """Train the demo's stand-in for pretrained CLIPSeg or CRIS weights, and check that it is grounded.
 
 A randomly initialised model trained for minutes learns to segment salient
-objects and easily ignores its prompt (README, "The demo and what it shows"). The stand-in data are
+objects and easily ignores its prompt (docs/explanation/demo-standins.md). The stand-in data are
 therefore built so that only the prompt tells the target apart (two discs that
 differ only in colour), and the run ends with a *grounding check*: validation
 Dice with the right prompts versus with prompts shuffled between images.

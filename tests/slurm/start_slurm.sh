@@ -7,7 +7,7 @@
 #
 # Needs root (no systemd: the daemons are started by hand). Installs the Debian packages
 # `slurmctld slurmd slurm-client munge` when they are missing. Settings that were found to
-# matter (README, "Scaling out"): proctrack/linuxproc + task/none (no cgroups in containers),
+# matter (docs/how-to/paper-grid-slurm.md): proctrack/linuxproc + task/none (no cgroups in containers),
 # config_overrides (else a memory mismatch drains the node), node "localhost" at 127.0.0.1
 # started with `slurmd -N localhost`, a fake GPU whose File= is a *character device*, and
 # MinJobAge >= 3 x the plugin's first status delay so `squeue` status checks keep working.

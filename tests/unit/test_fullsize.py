@@ -20,7 +20,7 @@ from tunevlseg.tune import CellSpec, make_learner
 pytestmark = pytest.mark.slow
 
 DEPTH = 3
-# Per method at depth 3 with the learners' defaults (the reference configs'): README "Methods" formulas.
+# Per method at depth 3 with the learners' defaults (the reference configs'): docs/explanation/methods.md formulas.
 CLIPSEG_COUNTS = {
     "zeroshot": 0,
     "coop": 2048 * DEPTH,

@@ -1,4 +1,4 @@
-"""Config precedence (README "Configuration"): how the schema's defaults, the method catalogue, a config's
+"""Config precedence (docs/how-to/configure.md, "Precedence"): how the schema's defaults, the method catalogue, a config's
 ``training`` and its ``methods.<m>`` combine into what every cell of a method gets
 (``tunevlseg.config.effective_settings``, read by the rules' cell settings, ``estimate`` and ``check-config``)."""
 

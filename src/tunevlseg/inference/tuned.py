@@ -27,7 +27,7 @@ from .files import read_config, read_tensors
 from .runtime import autocast_for, pick_device, upsample_logits
 
 log = logging.getLogger(__name__)
-#: Prompt variants built from the class phrase alone; p2-p4 describe the mask (README, "Real datasets").
+#: Prompt variants built from the class phrase alone; p2-p4 describe the mask (docs/how-to/real-datasets.md, "Prompts").
 PHRASE_ONLY_VARIANTS = ("p0", "p1")
 
 

@@ -27,8 +27,8 @@ class ModelDims:
 class Prompts:
     """Per-layer prompts: ``text[k]`` / ``vision[k]`` enter layer k+1, shape (B or 1, n, width).
 
-    Two flags tell an adapter how vision prompts reach its mask decoder (README, "Where we
-    deliberately differ"); an adapter without a token decoder ignores them:
+    Two flags tell an adapter how vision prompts reach its mask decoder (docs/explanation/methods.md,
+    "Where we deliberately differ"); an adapter without a token decoder ignores them:
 
     * ``vision_in_decoder``: the n vision prompt tokens stay in the activations the decoder
       reads (through its projections, conditioning and attention layers) and are removed only

@@ -2,7 +2,7 @@
 
 A projection is named ``"linear"``, ``"mlp<h>"`` or ``"lora<h>"`` (h the hidden width, e.g.
 ``"mlp64"``, ``"lora32"``); ``"mlp"`` / ``"lora"`` with a separate ``hidden`` are accepted too.
-Forms, for in width I, out width O (README "Methods" has the parameter counts):
+Forms, for in width I, out width O (docs/explanation/methods.md has the parameter counts):
 
 * ``linear``: Linear(I, O).
 * ``mlp``: Linear(I, h) – ReLU – Linear(h, O) – LayerNorm(O); where the bias sits (on the last

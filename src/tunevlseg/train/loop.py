@@ -38,7 +38,7 @@ class TrialFailed(RuntimeError):
 
 @dataclass
 class TrainSettings:
-    """Optimisation settings of one trial (README, "Configuration": `training.*`).
+    """Optimisation settings of one trial (docs/how-to/configure.md: `training.*`).
 
     Adding a setting: give it the default that keeps the old behaviour. A study's fingerprint hashes
     only the settings that differ from their defaults (:meth:`non_defaults`), so finished studies stay
@@ -60,7 +60,7 @@ class TrainSettings:
     amp: bool = True
     progress: bool = True
     augment: bool = True  # the paper's mild affine + brightness/contrast (train/augment.py)
-    # speed (README, "Speed"): none of them changes what is trained, except cache_dtype float16 (rounding)
+    # speed (docs/explanation/speed.md): none of them changes what is trained, except cache_dtype float16 (rounding)
     cache_frozen: str = "auto"
     cache_views: int = 0
     cache_dtype: str = "float16"

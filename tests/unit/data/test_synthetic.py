@@ -1,4 +1,4 @@
-"""The ``discs`` generator behind the demo's two 2-D targets (README "The demo and what it shows").
+"""The ``discs`` generator behind the demo's two 2-D targets (docs/explanation/demo-standins.md, "The three targets").
 
 ``newlook`` (a known word, "white disc", on a pattern the stand-in never saw, next to a flat disc of
 the same mean colour) and ``newword`` (the pretraining look, a word never trained with a mask). What

@@ -21,7 +21,7 @@ CONFIG_FILE = "cris_config.json"
 CHECKPOINT_FILE = "cris.pth"
 BACKBONES = {"RN50": CRISConfig.rn50, "RN101": CRISConfig.rn101}
 WHERE_TO_GET = ("CRIS has no official weights release; the paper used the community RefCOCO R50 "
-                "checkpoint (see README, 'CRIS weights')")
+                "checkpoint (see docs/how-to/model-weights.md)")
 
 
 def _load_tokenizer(name_or_dir: str):
