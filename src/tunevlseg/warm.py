@@ -174,7 +174,9 @@ def socket_path(env: dict | None = None) -> Path:
         installed = os.stat(sysconfig.get_path("purelib")).st_mtime_ns
     except OSError:
         installed = None
-    key = json.dumps([sys.executable, sys.prefix, installed, str(Path(__file__).resolve().parent), keyed])
+    # a job cannot change its group ids or control group: commands that differ in them get their own server
+    ids = [os.getgid(), os.getegid(), sorted(os.getgroups()), _read("/proc/self/cgroup")]
+    key = json.dumps([sys.executable, sys.prefix, installed, str(Path(__file__).resolve().parent), keyed, ids])
     return private_dir() / f"{hashlib.sha256(key.encode()).hexdigest()[:16]}.sock"
 
 
@@ -278,8 +280,11 @@ def _run_remote(conn: socket.socket, server: int, command: str, argv: list[str])
     try:
         request = json.dumps({"command": command, "argv": list(argv), "cwd": os.getcwd(), "env": dict(os.environ),
                               "state": state}).encode()
-        socket.send_fds(conn, [_HEADER.pack(len(request)) + request], [0, 1, 2])
         replies = conn.makefile("r")
+        try:
+            socket.send_fds(conn, [_HEADER.pack(len(request)) + request], [0, 1, 2])
+        except OSError:
+            return None  # the server went away: run in-process
         reply = _reply(replies)
         if reply is None:
             return None  # the server went away before forking: run in-process
@@ -291,7 +296,10 @@ def _run_remote(conn: socket.socket, server: int, command: str, argv: list[str])
         except Refused as err:
             _warn(err)
             return None  # the connection closes: the supervisor kills the job before it started
-        conn.sendall(b"g")
+        try:
+            conn.sendall(b"g")
+        except OSError:
+            pass  # the supervisor died: no status below
         for signum in pending:
             _send(job[0][0], signum)
         reply = _reply(replies)
@@ -314,7 +322,10 @@ def _run_remote(conn: socket.socket, server: int, command: str, argv: list[str])
 
 
 def _reply(replies) -> dict | None:
-    line = replies.readline()
+    try:
+        line = replies.readline()
+    except OSError:
+        return None
     return json.loads(line) if line else None
 
 
