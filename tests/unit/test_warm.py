@@ -272,6 +272,15 @@ def test_the_server_runs_only_its_own_entry_points(server, tmp_path):
     assert client.returncode == PLAIN and out == "" and "is not a command the warm server runs" in err
 
 
+def test_a_cli_job_runs_only_the_command_it_was_allowed_as(capsys):
+    from tunevlseg import cli
+
+    assert warm.ENTRIES["tune"] == "tunevlseg.cli:run_local"
+    assert cli.run_local(["-v", "check-config", "nothing.yaml"], "tune") == 2  # "tune" allowed, another named
+    assert capsys.readouterr().err == ("tunevlseg: error: the warm job is 'tune' but its arguments name "
+                                       "'check-config'\n")
+
+
 @pytest.fixture
 def short_tmp():
     """A temporary folder with a short path (AF_UNIX socket paths are limited to 107 bytes)."""
