@@ -412,15 +412,19 @@ def main(argv: list[str] | None = None) -> int:
     from . import warm
 
     if warm.wants_warm(args.command, getattr(args, "settings", None)):
-        status = warm.call(argv)
+        status = warm.call(argv, command=args.command)
         if status is not None:
             return status
     return _run(args)
 
 
-def run_local(argv: list[str]) -> int:
-    """Run the CLI in this process (what a warm job process calls)."""
-    return _run(build_parser().parse_args(argv))
+def run_local(argv: list[str], command: str | None = None) -> int:
+    """Run the CLI in this process (what a warm job process calls; ``command``: the one argv must name)."""
+    args = build_parser().parse_args(argv)
+    if command is not None and args.command != command:
+        print(f"tunevlseg: error: the warm job is {command!r} but its arguments name {args.command!r}", file=sys.stderr)
+        return 2
+    return _run(args)
 
 
 def _run(args) -> int:

@@ -5,7 +5,8 @@
 The job is what every demo training job does before training: import torch and transformers' CLIPSeg, build
 a stand-in-sized CLIPSeg and run one forward pass. It runs ``--jobs`` times as ``python -c`` (a fresh
 process, as a Snakemake job without ``TUNEVLSEG_WARM``) and ``--jobs`` times through a warm server started
-for this script (its own socket in a temporary folder; the server's one-off import time is printed apart).
+for this script (its own socket in a private temporary folder, running only this job; the server's one-off
+import time is printed apart).
 Figures only: nothing is asserted.
 """
 
@@ -23,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def job(argv: list[str]) -> int:  # noqa: ARG001 (an entry point: argv unused)
+def job(argv: list[str], command: str = "job") -> int:  # noqa: ARG001 (an entry point: argv unused)
     import torch
     from transformers import CLIPSegConfig, CLIPSegForImageSegmentation
 
@@ -58,7 +59,8 @@ def main() -> None:
              for _ in range(args.jobs)]
     with tempfile.TemporaryDirectory(prefix="warm", dir="/tmp") as folder:
         path = Path(folder) / "bench.sock"
-        code = f"from pathlib import Path; from tunevlseg import warm; warm.serve(Path({str(path)!r}), idle_s=30)"
+        code = ("from pathlib import Path; from tunevlseg import warm; "
+                f"warm.serve(Path({str(path)!r}), idle_s=30, entries={{'job': 'tests.bench.warm_start:job'}})")
         start = time.perf_counter()
         server = subprocess.Popen([sys.executable, "-c", code], env=_env(), cwd=ROOT, stderr=subprocess.DEVNULL)
         from tunevlseg import warm
@@ -67,7 +69,7 @@ def main() -> None:
             time.sleep(0.05)
         ready = time.perf_counter() - start
         client = ("import sys; from pathlib import Path; from tunevlseg import warm; "
-                  f"sys.exit(warm.call([], entry='tests.bench.warm_start:job', path=Path({str(path)!r})))")
+                  f"sys.exit(warm.call([], command='job', path=Path({str(path)!r})))")
         forked = [_timed([sys.executable, "-c", client]) for _ in range(args.jobs)]
         path.unlink()
         server.wait(timeout=30)

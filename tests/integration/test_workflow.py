@@ -321,17 +321,20 @@ def test_warm_jobs_give_the_same_numbers_as_fresh_processes(demo_run, tmp_path):
     small = copy.deepcopy(cfg)
     small["benchmark"].update(models=["clipseg"], methods=["zeroshot", "coop", "vpt"], datasets=["newword"])
     write_config(tmp_path, small)
-    sockets = Path(tempfile.mkdtemp(prefix="warm", dir="/tmp"))  # AF_UNIX paths are short
+    runtime = Path(tempfile.mkdtemp(prefix="warm", dir="/tmp"))  # private (0700), and AF_UNIX paths are short
+    sockets = runtime / "tunevlseg-warm"
     try:
-        out = snakemake(tmp_path, env={"TUNEVLSEG_WARM": "1", "TMPDIR": str(sockets), "TUNEVLSEG_WARM_IDLE": "30"})
+        out = snakemake(tmp_path, env={"TUNEVLSEG_WARM": "1", "XDG_RUNTIME_DIR": str(runtime),
+                                       "TUNEVLSEG_WARM_IDLE": "30"})
         assert out.returncode == 0, out.stderr[-6000:]
-        logs = list(sockets.glob("tunevlseg-warm-*.sock.log"))
+        assert "warm start not used" not in out.stderr
+        logs = list(sockets.glob("*.sock.log"))
         assert len(logs) == 1, logs
         forked = re.findall(r"^warm: job \d+: (\w+) in ", logs[0].read_text(), re.M)
     finally:
         for sock in sockets.glob("*.sock"):
             sock.unlink()  # stops the server
-        shutil.rmtree(sockets, ignore_errors=True)
+        shutil.rmtree(runtime, ignore_errors=True)
     # pretrain (and maybe a features job) started the server and ran in-process; the rest were forked
     assert forked.count("tune") == 3 and forked.count("retrain") == 2, forked
     for method in small["benchmark"]["methods"]:
