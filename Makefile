@@ -15,7 +15,7 @@ PIP := $(BIN)/python -m pip install -q --no-compile
 UV := $(BIN)/python -m uv pip install -q --python $(BIN)/python
 install = $(if $(filter uv,$(INSTALLER)),$(UV) $(1) || { echo "uv failed: installing with pip"; $(PIP) $(1); },$(PIP) $(1))
 
-.PHONY: setup demo lint test docs report report-partial clean-results
+.PHONY: setup demo lint test test-fast docs report report-partial clean-results
 
 # uv installs the pinned requirements (parallel downloads: ~8 s instead of pip's ~35 s); it does not read
 # pip.conf, so when it fails (e.g. only a pip-configured mirror is reachable) pip installs them instead, and
@@ -47,6 +47,10 @@ lint: setup
 
 test: lint
 	$(BIN)/python -m pytest tests -q
+
+# The inner loop: unit tests without the slow, subprocess and workflow tiers (pyproject.toml markers).
+test-fast: setup
+	$(BIN)/python -m pytest tests/unit -q -m "not slow and not subprocess and not workflow"
 
 # The reference pages of docs/reference/ from the schema, the CLI parser and the registries (a test keeps them current).
 docs: setup

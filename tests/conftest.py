@@ -111,3 +111,20 @@ def clip_tokenizer():
     tokens = chars + [c + "</w>" for c in chars] + ["".join(m) for m in merges] + ["<|startoftext|>", "<|endoftext|>"]
     # vocab=/merges= as objects: transformers 5 silently ignores vocab_file=
     return CLIPTokenizer(vocab={t: i for i, t in enumerate(tokens)}, merges=merges)
+
+
+# --------------------------------------------------------------------------- test tiers (pyproject.toml markers)
+
+#: Test modules that run `tunevlseg` jobs as real processes and kill them: the `subprocess` tier.
+SUBPROCESS_MODULES = frozenset({"test_resume.py", "test_trial_start_kill.py", "test_warm.py"})
+#: Folders whose tests run Snakemake: the `workflow` tier.
+WORKFLOW_FOLDERS = frozenset({"integration", "slurm"})
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        path = item.path
+        if path.name in SUBPROCESS_MODULES:
+            item.add_marker(pytest.mark.subprocess)
+        if WORKFLOW_FOLDERS & set(path.parts[-3:-1]):
+            item.add_marker(pytest.mark.workflow)
