@@ -358,12 +358,29 @@ def run_local(argv: list[str]) -> int:
     return _run(build_parser().parse_args(argv))
 
 
+#: Commands that train or encode with a model: they keep a running marker (tunevlseg.running).
+MARKED_COMMANDS = ("tune", "retrain", "features", "pretrain")
+
+
+def _running_marker(args):
+    """The job's running marker (says on the rerun that this run was killed), or nothing."""
+    from contextlib import nullcontext
+
+    if args.command not in MARKED_COMMANDS:
+        return nullcontext()
+    from .running import marker_path, running_marker
+
+    path = marker_path(args.command, args.out, getattr(args, "worker", None), getattr(args, "replicate", None))
+    return running_marker(path, f"tunevlseg {args.command} --out {args.out}")
+
+
 def _run(args) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s")
     from .preempt import Preempted
 
     try:
-        args.func(args)
+        with _running_marker(args):
+            args.func(args)
     except Preempted as err:
         print(f"tunevlseg {args.command}: {err}: the interrupted trial's state is saved; rerun to resume",
               file=sys.stderr)
