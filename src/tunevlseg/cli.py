@@ -121,6 +121,20 @@ def cmd_features(args) -> None:
     print(json.dumps({k: meta[k] for k in ("splits", "bytes", "seconds")}))
 
 
+def _int_in(low: int, high: int):
+    """An argparse type: an integer from ``low`` to ``high`` (argparse names the option and the range)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be from {low} to {high}, got {value}")
+        return value
+
+    return parse
+
+
 def cmd_estimate(args) -> None:
     from .estimate import estimate_from_config
 
@@ -288,9 +302,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("estimate", help="time a few steps per (model, method) and print what the grid costs")
     p.add_argument("--configfile", default="config.yaml")
-    p.add_argument("--steps", type=int, default=3, help="timed training steps per (model, method) and path")
+    p.add_argument("--steps", type=_int_in(1, 1000), default=3,
+                   help="timed training steps per (model, method) and path (1 to 1000)")
     p.add_argument("--device", default=None, help="default: the config's device")
-    p.add_argument("--batch-size", type=int, default=None,
+    p.add_argument("--batch-size", type=_int_in(1, 4096), default=None,
                    help="batch used for timing (default: the configured one on a GPU, 2 on a CPU); "
                         "times are scaled per image")
     p.add_argument("--samples", action="append", default=[], metavar="DATASET=TRAIN,VAL,TEST",

@@ -158,7 +158,9 @@ def _timed_rounds(fns: dict, steps: int, device: torch.device, warmup: int = 1) 
     rounds: interleaved, the measurements of one round share the machine's load (ratios between them hold
     on a busy machine; the median resists spikes)."""
     times = {name: [] for name in fns}
-    for round_ in range(warmup + max(steps, 1)):
+    if steps < 1:
+        raise ValueError(f"steps must be at least 1, got {steps}")
+    for round_ in range(warmup + steps):
         for name, fn in fns.items():
             _sync(device)
             started = time.perf_counter()
@@ -303,17 +305,23 @@ def cell_cost(t: PairTiming, training: dict, tuning: dict, samples: tuple[int, i
 
 
 def load_config(path: Path) -> dict:
-    """A workflow config with the schema's defaults filled in and the workflow's own checks applied."""
-    import yaml
+    """A workflow config with the schema's defaults filled in and the workflow's own checks applied; a bad
+    file is one :class:`tunevlseg.config.ConfigError` line naming the file, the key and the problem."""
     from snakemake.utils import validate
 
-    from .config import check_config
+    from .config import ConfigError, check_config, load_config_file, validate_schema
 
-    if not path.is_file():
-        raise FileNotFoundError(f"config file not found: {path}")
-    config = yaml.safe_load(path.read_text()) or {}
-    validate(config, str(Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"))
-    check_config(config, str(path))
+    schema = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+    config = load_config_file(path)
+    validate_schema(config, str(path), schema)
+    try:
+        validate(config, str(schema))  # fills the schema's defaults (the check above passed)
+    except Exception as err:  # noqa: BLE001 - Snakemake's message dumps the schema: keep its first line
+        raise ConfigError(str(path), "schema", str(err).strip().splitlines()[0]) from err
+    try:
+        check_config(config, str(path))
+    except (KeyError, TypeError) as err:
+        raise ConfigError(str(path), "config", f"{type(err).__name__}: {err}") from err
     return config
 
 

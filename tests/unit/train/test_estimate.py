@@ -95,3 +95,43 @@ def _with_defaults(config):
     validate(config, str(REPO / "workflow" / "schemas" / "config.schema.yaml"))
     config["tuning"]["final_seeds"] = 2  # the lead's key (multi-seed retraining): not in this schema yet
     return config
+
+
+def _bad_configs(tmp_path: Path) -> dict[str, tuple[Path, str]]:
+    good = (REPO / "config.yaml").read_text()
+    cases = {"syntax": ("a: [1,\n", "line 2, column 1: not valid YAML"),
+             "schema": (good.replace("training:\n  epochs: 8\n  batch_size: 32", "training:\n  epochs: 8\n  batch_size: -4"),
+                        "training.batch_size: -4 is less than the minimum of 1"),
+             "method": (good.replace("methods: [zeroshot, coop", "methods: [zeroshot, cop"),
+                        "benchmark.methods.1: 'cop' is not one of"),
+             "reference": (good.replace("\n  newword:", "\n  newword2:"), "benchmark.datasets: unknown dataset 'newword'")}
+    out = {}
+    for name, (text, expected) in cases.items():
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(text)
+        out[name] = (path, expected)
+    out["missing"] = (tmp_path / "missing.yaml", "missing.yaml: file: not found")
+    return out
+
+
+@pytest.mark.parametrize("case", ["syntax", "schema", "method", "reference", "missing"])
+def test_a_bad_config_is_one_line_naming_file_and_key(case, tmp_path, capsys):
+    from tunevlseg import cli
+
+    path, expected = _bad_configs(tmp_path)[case]
+    assert cli.main(["estimate", "--configfile", str(path), "--device", "cpu"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"tunevlseg estimate: error: {path}") and expected in err[0], err
+
+
+@pytest.mark.parametrize("option, value", [("--steps", "0"), ("--steps", "-3"), ("--batch-size", "0"),
+                                           ("--steps", "two")])
+def test_out_of_range_numbers_are_refused_by_argparse(option, value, capsys):
+    from tunevlseg import cli
+
+    with pytest.raises(SystemExit) as stop:
+        cli.main(["estimate", option, value])
+    assert stop.value.code == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith(f"tunevlseg estimate: error: argument {option}: ")
+    assert ("must be from 1 to" in last and f"got {value}" in last) or "not an integer: 'two'" in last
