@@ -208,7 +208,8 @@ def cmd_report(args) -> None:
     trials = load_trials([Path(p) / "trials.csv" for p in cells.values()])
     render_report(grid, cells, tables, figures, dpi=opts.get("dpi", 150), study_dirs=study_dirs,
                   per_image=load_per_image(replicates) if replicates else None,
-                  cost=load_cost(trials, replicates) if replicates else None, workers=args.threads)
+                  cost=load_cost(trials, replicates) if replicates else None, workers=args.threads,
+                  partial=args.partial)
     print(f"{len(cells)}/{len(grid.cells())} cells finished; tables {tables}.md, figures in {figures}")
 
 

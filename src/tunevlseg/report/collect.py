@@ -8,7 +8,9 @@ atomic output paths).
 from __future__ import annotations
 
 import contextlib
+import io
 import json
+import logging
 import math
 from collections.abc import Iterable, Mapping
 from numbers import Real
@@ -27,13 +29,16 @@ __all__ = [
     "METHOD_ORDER",
     "TRIAL_COLUMNS",
     "atomic_path",
+    "incomplete_cells",
     "load_best",
     "load_trials",
     "order_datasets",
     "order_rows",
+    "read_test_metrics",
     "row_label",
 ]
 
+log = logging.getLogger(__name__)
 CELL_KEYS = ("model", "method", "dataset")
 #: best.json keys read into the frame: the cell, the selected trial and its metrics.
 BEST_COLUMNS = (*CELL_KEYS, "trial", *RESULT_METRICS)
@@ -214,32 +219,71 @@ def _cell_of(path: Path, record: dict) -> tuple[str, str, str]:
         raise ValueError(f"{path}: a seed replicate's result.json without its cell ({exc})") from exc
 
 
+def read_test_metrics(path: Path) -> tuple[pd.DataFrame, bool]:
+    """A replicate's per-image test metrics (``id, dice, iou``) and whether the file was cut short — its last
+    line unfinished or rows with missing fields (a copy or a disk that stopped mid-file): then its complete
+    rows only. An unreadable file or a missing column is a ``ValueError`` naming it."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: cannot read per-image test metrics ({exc})") from exc
+    lines = text.splitlines()
+    cut = not text.endswith("\n")  # to_csv ends every row, the header too, with a newline
+    if cut:
+        lines = lines[:-1]
+    try:
+        frame = pd.read_csv(io.StringIO("\n".join(lines) + "\n"), dtype={"id": str}) if lines else pd.DataFrame()
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise ValueError(f"{path}: cannot read per-image test metrics ({exc})") from exc
+    if frame.empty and not len(frame.columns):
+        return frame, cut
+    missing = [c for c in ("id", "dice", "iou") if c not in frame.columns]
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {', '.join(missing)}")
+    unfinished = frame[["id", "dice", "iou"]].isna().any(axis=1)
+    return frame.loc[~unfinished, ["id", "dice", "iou"]], cut or bool(unfinished.any())
+
+
 def load_per_image(result_files: Iterable[Path]) -> pd.DataFrame:
     """Per-image test metrics of every seed replicate: ``model, method, dataset, replicate, id, dice, iou``.
 
     Each ``result.json`` names its replicate; its ``test_metrics.csv`` lies beside it. A replicate
-    without a completed trial (an empty file) adds no row.
+    without a completed trial (an empty file) adds no row. A file cut short adds its complete rows, with a
+    one-line warning naming it (``tunevlseg report --partial`` then marks the cell partial).
     """
     frames = []
     for path in map(Path, result_files):
         record = _read_result(path)
         metrics = path.with_name("test_metrics.csv")
-        try:
-            frame = pd.read_csv(metrics, dtype={"id": str})
-        except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-            raise ValueError(f"{metrics}: cannot read per-image test metrics ({exc})") from exc
+        frame, cut = read_test_metrics(metrics)
+        if cut:
+            log.warning("%s: cut short (its last row is incomplete): %d complete image row(s) read", metrics,
+                        len(frame))
         if frame.empty:
             continue
-        missing = [c for c in ("id", "dice", "iou") if c not in frame.columns]
-        if missing:
-            raise ValueError(f"{metrics}: missing column(s) {', '.join(missing)}")
         model, method, dataset = _cell_of(path, record)
-        frames.append(frame[["id", "dice", "iou"]].assign(model=model, method=method, dataset=dataset,
-                                                            replicate=int(record["replicate"])))
+        frames.append(frame.assign(model=model, method=method, dataset=dataset, replicate=int(record["replicate"])))
     columns = [*CELL_KEYS, "replicate", "id", "dice", "iou"]
     if not frames:
         return pd.DataFrame({c: pd.Series(dtype=object if c in (*CELL_KEYS, "id") else float) for c in columns})
     return pd.concat(frames, ignore_index=True)[columns]
+
+
+def incomplete_cells(per_image: pd.DataFrame, best: pd.DataFrame) -> dict[tuple[str, str, str], tuple[int, int]]:
+    """Cells with a replicate evaluated on fewer test images than the cell's test split — ``n_test`` of its
+    ``best.json``, or its fullest replicate: ``{cell: (images of the emptiest replicate, expected)}``."""
+    if per_image.empty:
+        return {}
+    counts = per_image.groupby([*CELL_KEYS, "replicate"], sort=False).size()
+    expected = {tuple(r[k] for k in CELL_KEYS): r.get("n_test") for _, r in best.iterrows()}
+    out = {}
+    for cell, per_replicate in counts.groupby(level=list(CELL_KEYS), sort=False):
+        n_test = expected.get(cell)
+        full = max(int(per_replicate.max()), int(n_test) if isinstance(n_test, Real) and n_test == n_test else 0)
+        if int(per_replicate.min()) < full:
+            out[cell] = (int(per_replicate.min()), full)
+    return out
 
 
 def load_cost(trials: pd.DataFrame, result_files: Iterable[Path]) -> pd.DataFrame:

@@ -193,7 +193,8 @@ def _latex(table: pd.DataFrame, bold: pd.DataFrame) -> str:
 
 
 def write_dice_tables(best: pd.DataFrame, out_prefix: Path, datasets: list[str] | None = None,
-                      rows: list[str] | None = None, not_worse: pd.DataFrame | None = None) -> list[Path]:
+                      rows: list[str] | None = None, not_worse: pd.DataFrame | None = None,
+                      partial: dict[tuple[str, str], str] | None = None) -> list[Path]:
     """Write the Dice table as ``<out_prefix>.csv``, ``.md`` and ``.tex``; return the three paths.
 
     * csv: numeric; index ``row`` (``model · method``), columns ``model, method``,
@@ -207,12 +208,18 @@ def write_dice_tables(best: pd.DataFrame, out_prefix: Path, datasets: list[str] 
       (ties at 3 decimals included); in the ``mean`` column always the best mean as shown.
     * tex: a booktabs ``tabular`` with the same marks in ``\\textbf{}``.
 
+    ``partial`` maps (row, dataset) of cells left out of ``best`` as incomplete to the text md and tex
+    show instead of "—" (never bold; the csv leaves them empty).
+
     Every file is written atomically (temp file + ``os.replace``).
     """
     out_prefix = Path(out_prefix)
     means, stds = dice_numeric(best, datasets, rows)
     table = dice_table(best, datasets, rows)
     bold = _best_mask(means) if not_worse is None else _not_worse_mask(means, not_worse)
+    for (row, dataset), text in (partial or {}).items():
+        if row in table.index and dataset in table.columns:
+            table.at[row, dataset], bold.at[row, dataset] = text, False
     csv_path, md_path, tex_path = (out_prefix.with_name(out_prefix.name + s)
                                    for s in (".csv", ".md", ".tex"))
     write_text_atomic(csv_path, _numeric_csv(best, means, stds, not_worse).to_csv())
