@@ -99,7 +99,7 @@ def killed_message(path: Path, record: dict) -> str:
     """What the rerun says about the run that left ``record`` in ``path``."""
     where = f"pid {record.get('pid')} on {record.get('host')}, started {record.get('started', '?')}"
     peak = record.get("peak_rss_mb")
-    memory = (f"peak RSS so far {peak:.0f} MB, {record.get('peak_total_mb') or peak:.0f} MB with its workers"
+    memory = (f"peak RSS so far {peak:.0f} MB; with its workers at most {record.get('peak_total_mb') or peak:.0f} MB PSS"
               if isinstance(peak, (int, float)) else "no memory figure recorded")
     return (f"the previous run of this job ({where}) was killed (SIGKILL — most often the kernel's OOM killer; "
             f"{memory}; set mem_mb / lower batch_size); its marker: {path}")
