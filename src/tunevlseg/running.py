@@ -27,7 +27,7 @@ from .data.atomic import atomic_write
 
 log = logging.getLogger(__name__)
 #: Seconds between two memory samples (each rewrites the marker).
-INTERVAL_S = 10.0
+INTERVAL_S = 5.0
 
 
 def _proc_fields(pid: int | str, name: str, keys: tuple[str, ...]) -> dict[str, int]:
