@@ -100,6 +100,19 @@ def tune_features(w):
     return cfg.features_input(config, w.model, w.method, w.dataset)
 
 
+def cell_mem_mb(w):
+    """Host memory of a cell's training job, from the model's measured figures (tunevlseg.config.job_mem_mb)."""
+    return cfg.job_mem_mb(config, w.model, w.method)
+
+
+def features_mem_mb(w):
+    return cfg.job_mem_mb(config, w.model, job="features")
+
+
+def pretrain_mem_mb(w):
+    return cfg.job_mem_mb(config, w.model, job="pretrain")
+
+
 def features_arg(w, input):
     return f"--features {shlex.quote(input.features)}" if input.features else ""
 

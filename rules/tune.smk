@@ -7,6 +7,8 @@
 # Priorities order the ready jobs: stand-ins and feature caches first (cells wait on them), studies before
 # seed replicates, so the run ends on short retrain jobs instead of a late study followed by its replicates
 # while the other cores idle (measured on the 2-core demo: ~20 s of one core idle before `aggregate`).
+# mem_mb: each job's host memory from its model's measured figures (models/registry.py, tunevlseg.config.job_mem_mb),
+# so that `--resources mem_mb=N` keeps the jobs running side by side within N MB (README "Resources").
 
 
 rule pretrain_standin:
@@ -20,6 +22,7 @@ rule pretrain_standin:
     threads: 1
     resources:
         gpu=lambda w: 1 if config["device"] != "cpu" else 0,
+        mem_mb=pretrain_mem_mb,
     conda:
         "../envs/tunevlseg.yaml"
     log:
@@ -48,6 +51,7 @@ rule features:
     threads: 1
     resources:
         gpu=lambda w: 1 if config["device"] != "cpu" else 0,
+        mem_mb=features_mem_mb,
     conda:
         "../envs/tunevlseg.yaml"
     log:
@@ -77,6 +81,7 @@ rule tune_worker:
     threads: 1
     resources:
         gpu=lambda w: 1 if config["device"] != "cpu" else 0,
+        mem_mb=cell_mem_mb,
     conda:
         "../envs/tunevlseg.yaml"
     log:
@@ -108,6 +113,7 @@ rule tune:
     threads: 1
     resources:
         gpu=lambda w: 1 if config["device"] != "cpu" else 0,
+        mem_mb=cell_mem_mb,
     conda:
         "../envs/tunevlseg.yaml"
     log:
@@ -138,6 +144,7 @@ rule retrain:
     threads: 1
     resources:
         gpu=lambda w: 1 if config["device"] != "cpu" else 0,
+        mem_mb=cell_mem_mb,
     conda:
         "../envs/tunevlseg.yaml"
     log:

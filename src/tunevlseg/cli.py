@@ -127,6 +127,20 @@ def cmd_features(args) -> None:
     print(json.dumps({k: meta[k] for k in ("splits", "bytes", "seconds")}))
 
 
+def _int_in(low: int, high: int):
+    """An argparse type: an integer from ``low`` to ``high`` (argparse names the option and the range)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be from {low} to {high}, got {value}")
+        return value
+
+    return parse
+
+
 def cmd_estimate(args) -> None:
     from .estimate import estimate_from_config
 
@@ -207,7 +221,8 @@ def cmd_report(args) -> None:
                   unstable_spread=opts.get("unstable_spread", UNSTABLE_SPREAD),
                   per_image=load_per_image(replicates, opts.get("unit", "volume")) if replicates else None,
                   cost=load_cost(trials, replicates) if replicates else None, workers=args.threads,
-                  seeds=replicate_counts(cells, replicates, opts.get("final_seeds")) if replicates else None)
+                  seeds=replicate_counts(cells, replicates, opts.get("final_seeds")) if replicates else None,
+                  partial=args.partial)
     print(f"{len(cells)}/{len(grid.cells())} cells finished; tables {tables}.md, figures in {figures}")
 
 
@@ -306,9 +321,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("estimate", help="time a few steps per (model, method) and print what the grid costs")
     p.add_argument("--configfile", default="config.yaml")
-    p.add_argument("--steps", type=int, default=3, help="timed training steps per (model, method) and path")
+    p.add_argument("--steps", type=_int_in(1, 1000), default=3,
+                   help="timed training steps per (model, method) and path (1 to 1000)")
     p.add_argument("--device", default=None, help="default: the config's device")
-    p.add_argument("--batch-size", type=int, default=None,
+    p.add_argument("--batch-size", type=_int_in(1, 4096), default=None,
                    help="batch used for timing (default: the configured one on a GPU, 2 on a CPU); "
                         "times are scaled per image")
     p.add_argument("--samples", action="append", default=[], metavar="DATASET=TRAIN,VAL,TEST",
@@ -427,6 +443,22 @@ def run_local(argv: list[str], command: str | None = None) -> int:
     return _run(args)
 
 
+#: Commands that train or encode with a model: they keep a running marker (tunevlseg.running).
+MARKED_COMMANDS = ("tune", "retrain", "features", "pretrain")
+
+
+def _running_marker(args):
+    """The job's running marker (says on the rerun that this run was killed), or nothing."""
+    from contextlib import nullcontext
+
+    if args.command not in MARKED_COMMANDS:
+        return nullcontext()
+    from .running import marker_path, running_marker
+
+    path = marker_path(args.command, args.out, getattr(args, "worker", None), getattr(args, "replicate", None))
+    return running_marker(path, f"tunevlseg {args.command} --out {args.out}")
+
+
 def _run(args) -> int:
     try:  # a fatal signal (e.g. SIGBUS on a memory-mapped file cut short) still logs a traceback
         faulthandler.enable()
@@ -436,7 +468,8 @@ def _run(args) -> int:
     from .preempt import Preempted
 
     try:
-        args.func(args)
+        with _running_marker(args):
+            args.func(args)
     except Preempted as err:
         print(f"tunevlseg {args.command}: {err}: the interrupted trial's state is saved; rerun to resume",
               file=sys.stderr)

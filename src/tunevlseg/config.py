@@ -24,6 +24,16 @@ RUN_ONLY_TUNING_KEYS = ("workers_per_cell", "storage", "final_seeds")
 #: Training keys of the frozen-feature cache: one cache serves every method, so they are read from the
 #: top-level ``training`` only (a method's ``training`` override may not set them).
 CACHE_KEYS = ("cache_views", "cache_dtype")
+#: Host memory of a job besides its model (MB): Python, torch, optuna, pandas (measured 221 MB after importing
+#: torch and tunevlseg; the libraries a training job imports besides add about 100).
+RUNTIME_MB = 350
+#: Per DataLoader worker, started from the fork server, and the server itself (measured 99 MB PSS each, 185 MB
+#: RSS of which the torch libraries are shared between them).
+WORKER_MB = 120
+#: What a CUDA job adds on the host (the CUDA runtime and its libraries); its activations are on the GPU.
+CUDA_HOST_MB = 3000
+#: Headroom over the measured figures (allocator fragmentation, the evaluation's buffers).
+MEMORY_MARGIN = 1.1
 #: Stand-in keys passed to pretraining (the rest of ``models.<m>.standin`` says which data to use).
 STANDIN_KEYS = ("arch", "vocabulary", "epochs", "batch_size", "lr", "min_grounding_gap")
 #: The workflow's config schema (its defaults of ``training.*`` are the lowest layer of every method's training).
@@ -354,6 +364,47 @@ def features_settings(config: dict, model: str) -> dict:
             "amp": training.get("amp", True)}
 
 
+def _job_shape(config: dict, model: str, method: str | None, job: str) -> tuple[int, int, str, int]:
+    """(batch, image size, kind of step, DataLoader workers) of a job; kind: ``encode`` (no gradients),
+    ``text`` / ``vision`` (prompt methods without / with image-encoder prompts), ``train`` (the whole model)."""
+    mcfg = config["models"][model]
+    if job == "pretrain":
+        standin = mcfg["standin"]
+        return standin.get("batch_size", 32), standin["arch"].get("image_size", mcfg["image_size"]), "train", 0
+    if job == "features":
+        return config.get("training", {}).get("batch_size", 32), mcfg["image_size"], "encode", 0
+    if job != "train":
+        raise ValueError(f"job must be train, features or pretrain, got {job!r}")
+    info, training = METHODS[method], training_settings(config, method)
+    kind = ("encode" if not info.tuned else "train" if info.trains_model else
+            "vision" if "vision" in info.modalities else "text")
+    return training.get("batch_size", 32), mcfg["image_size"], kind, training.get("num_workers", 0)
+
+
+def job_mem_mb(config: dict, model: str, method: str | None = None, job: str = "train") -> int:
+    """The ``mem_mb`` a job declares, from the model's measured figures (``models.registry.MemoryFigures``).
+
+    ``job``: ``train`` (a cell's tune, tune_worker, retrain jobs: ``method`` given), ``features`` (the frozen
+    encoder over a dataset) or ``pretrain`` (the stand-in, trained whole). On the CPU: runtime + weights + the
+    step's fixed part (scaled with the weights: a stand-in's learner is as narrow as the stand-in) + batch ×
+    per-image figure × (image size / measured size)² + DataLoader workers (train and val loaders, and their
+    fork server), × :data:`MEMORY_MARGIN`, rounded up to 100 MB. With ``device: cuda…`` the activations are
+    on the GPU: runtime + CUDA runtime + the weights (twice when the trial loads a fresh model) + workers."""
+    figures = MODELS[model].memory
+    if figures is None:
+        raise ValueError(f"model '{model}' has no memory figures in the model registry")
+    batch, size, kind, workers = _job_shape(config, model, method, job)
+    weights = figures.standin_weights_mb if config["models"][model]["weights"] == "standin" else figures.weights_mb
+    loaders = WORKER_MB * (2 * workers + 1) if workers else 0
+    if str(config.get("device", "auto")).startswith("cuda"):
+        need = RUNTIME_MB + CUDA_HOST_MB + weights * (2 if kind == "train" else 1) + loaders
+    else:
+        step = 0.0 if kind == "encode" else getattr(figures, f"{kind}_step_mb") * weights / figures.weights_mb
+        per_image = getattr(figures, f"{kind}_mb_per_image")
+        need = RUNTIME_MB + weights + step + batch * per_image * (size / figures.size) ** 2 + loaders
+    return int(-(-need * MEMORY_MARGIN // 100) * 100)
+
+
 def worker_markers(config: dict, model: str, method: str, dataset: str) -> list[str]:
     """With ``tuning.workers_per_cell`` K > 1: the K worker markers a cell's finishing step waits for."""
     k = config["tuning"].get("workers_per_cell", 1)
@@ -386,7 +437,7 @@ def report_settings(config: dict) -> dict:
 
 __all__ = ["CACHE_KEYS", "CATALOGUE", "ConfigError", "METHOD_PARTS", "RUN_ONLY_TUNING_KEYS", "SCHEMA", "SCHEMA_DEFAULT",
            "cell_settings", "check_config", "effective_settings", "effective_settings_lines", "features_input",
-           "features_settings", "global_training", "layout", "load_config_file", "make_grid", "model_options",
+           "features_settings", "global_training", "job_mem_mb", "layout", "load_config_file", "make_grid", "model_options",
            "model_size", "n_replicates", "replicate_files", "report_settings", "standin_settings", "training_defaults",
            "training_settings", "uses_feature_cache", "validate_schema", "validate_workflow_config", "weights_input", "weights_trigger",
            "weights_value", "worker_markers"]

@@ -146,6 +146,71 @@ class PairTiming:
     eval_img_s: float = 0.0
     cached_eval_img_s: float | None = None
     encode_img_s: float | None = None
+    # memory (MB): the model's weights, the learner's trainable parameters (a checkpoint), a training step's
+    # peak beyond the loaded model — fixed part and per image (host RSS on a CPU, allocated memory on a GPU;
+    # NaN where it cannot be measured) — and the frozen encoder's features of one image (float32)
+    weights_mb: float = math.nan
+    trainable_mb: float = math.nan
+    step_fixed_mb: float = math.nan
+    step_mb_per_image: float = math.nan
+    features_mb_per_image: float = math.nan
+
+
+class PeakMeter:
+    """Peak memory of a block beyond what was in use at its start (MB): allocated CUDA memory on a GPU; on a
+    Linux CPU the process's resident set (its high-water mark VmHWM, reset through ``/proc/self/clear_refs``
+    after the freed heap went back to the system); NaN elsewhere."""
+
+    def __init__(self, device: torch.device):
+        self.device, self.base = device, None
+
+    def __enter__(self) -> "PeakMeter":
+        import gc
+
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self.base = torch.cuda.memory_allocated(self.device) / 2**20
+            return self
+        try:
+            import ctypes
+
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+            self.base = _status_mb("VmRSS")
+            Path("/proc/self/clear_refs").write_text("5")
+        except (OSError, AttributeError, ValueError):
+            self.base = None
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+    def peak_mb(self) -> float:
+        if self.base is None:
+            return math.nan
+        if self.device.type == "cuda":
+            return torch.cuda.max_memory_allocated(self.device) / 2**20 - self.base
+        return _status_mb("VmHWM") - self.base
+
+
+def _status_mb(key: str) -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) / 1024
+    raise ValueError(f"/proc/self/status has no {key}")
+
+
+def step_memory(step_at, batch: int, device: torch.device) -> tuple[float, float]:
+    """(fixed MB, MB per image) of a training step: its peak at ``batch`` and at 2 × ``batch`` images
+    (``step_at(n)`` runs one step of n), after one step that allocated the optimiser's state."""
+    peaks = []
+    for n in (batch, 2 * batch):
+        with PeakMeter(device) as meter:
+            step_at(n)
+        peaks.append(meter.peak_mb())
+    per_image = max(0.0, (peaks[1] - peaks[0]) / batch)
+    return max(0.0, peaks[0] - batch * per_image), per_image
 
 
 def _sync(device: torch.device) -> None:
@@ -158,7 +223,9 @@ def _timed_rounds(fns: dict, steps: int, device: torch.device, warmup: int = 1) 
     rounds: interleaved, the measurements of one round share the machine's load (ratios between them hold
     on a busy machine; the median resists spikes)."""
     times = {name: [] for name in fns}
-    for round_ in range(warmup + max(steps, 1)):
+    if steps < 1:
+        raise ValueError(f"steps must be at least 1, got {steps}")
+    for round_ in range(warmup + steps):
         for name, fn in fns.items():
             _sync(device)
             started = time.perf_counter()
@@ -169,13 +236,18 @@ def _timed_rounds(fns: dict, steps: int, device: torch.device, warmup: int = 1) 
     return {name: statistics.median(values) for name, values in times.items()}
 
 
+def _mb(tensors) -> float:
+    return sum(t.numel() * t.element_size() for t in tensors) / 2**20
+
+
 def time_pair(adapter, method: str, size: int, batch: int, steps: int, device: torch.device, amp: bool = True,
               settings: dict | None = None, cached: bool | None = None, model: str = "",
-              evaluation: bool = True) -> PairTiming:
+              evaluation: bool = True, memory: bool = True) -> PairTiming:
     """Time ``method`` on ``adapter`` with random ``batch`` × 3 × ``size`` × ``size`` images on ``device``.
 
     ``cached`` (default: the method's image side is frozen) also times the step on precomputed features
-    and the frozen encoder; ``evaluation=False`` skips the evaluation forwards.
+    and the frozen encoder; ``evaluation=False`` skips the evaluation forwards; ``memory`` measures a
+    training step's peak memory at ``batch`` and 2 × ``batch`` images (:func:`step_memory`).
     """
     from .train.loop import TrainSettings, _optimizer, autocast_for, make_loss, prepare_adapter
 
@@ -186,18 +258,20 @@ def time_pair(adapter, method: str, size: int, batch: int, steps: int, device: t
     gen = torch.Generator().manual_seed(0)
     images = torch.rand(batch, 3, size, size, generator=gen).to(device)
     masks = (torch.rand(batch, 1, size, size, generator=gen) > 0.5).float().to(device)
+    images_format = torch.contiguous_format
     if prepare_adapter(adapter, device):  # as the training loop does: channels_last for CNN encoders on CUDA
-        images = images.contiguous(memory_format=torch.channels_last)
+        images_format = torch.channels_last
+        images = images.contiguous(memory_format=images_format)
     learner = timing_learner(adapter, method, settings).to(device)
     text = adapter.tokenize(["polyp."] * batch, learner.text_ctx)
     loss_fn = make_loss(TrainSettings())
     trainable = [p for p in learner.parameters() if p.requires_grad]
     optimizer = _optimizer(learner, TrainSettings()) if trainable else None
 
-    def train_step(forward):
+    def train_step(forward, target=masks):
         with autocast_for(device, amp):
             logits = forward()
-        loss = loss_fn(logits.float(), masks)
+        loss = loss_fn(logits.float(), target)
         if optimizer is not None:
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -217,6 +291,7 @@ def time_pair(adapter, method: str, size: int, batch: int, steps: int, device: t
     train_fns, eval_fns = {"step": lambda: train_step(full)}, {"eval": lambda: evaluate(full)}
     if cached:
         features = encode()
+        float32_mb = sum(t.numel() for t in (*features.maps, features.pooled) if t is not None) * 4 / 2**20 / batch
         features = type(features)(tuple(t.float() for t in features.maps),
                                   features.pooled.float() if learner.uses_image_feature else None,
                                   features.input_size)
@@ -232,6 +307,17 @@ def time_pair(adapter, method: str, size: int, batch: int, steps: int, device: t
     if cached:
         out.cached_step_s, out.encode_img_s = t["cached_step"], t["encode"] / batch
         out.cached_eval_img_s = e.get("cached_eval", math.nan) / batch
+        out.features_mb_per_image = float32_mb
+    out.weights_mb, out.trainable_mb = _mb(adapter.parameters()), _mb(trainable)
+    if memory:
+        def step_at(n):
+            x = torch.rand(n, 3, size, size, generator=gen).to(device).contiguous(memory_format=images_format)
+            y = (torch.rand(n, 1, size, size, generator=gen) > 0.5).float().to(device)
+            words = adapter.tokenize(["polyp."] * n, learner.text_ctx)
+            train_step(lambda: adapter(x, words, learner), y)
+
+        learner.train()
+        out.step_fixed_mb, out.step_mb_per_image = step_memory(step_at, batch, device)
     return out
 
 
@@ -303,17 +389,22 @@ def cell_cost(t: PairTiming, training: dict, tuning: dict, samples: tuple[int, i
 
 
 def load_config(path: Path) -> dict:
-    """A workflow config as the Snakefile sees it (the schema's defaults filled in, training's per method) and the
-    workflow's own checks applied."""
-    import yaml
+    """A workflow config as the Snakefile sees it (the schema's defaults filled in, training's per method) and
+    the workflow's own checks applied; a bad file is one :class:`tunevlseg.config.ConfigError` line naming the
+    file, the key and the problem."""
+    from .config import ConfigError, check_config, load_config_file, validate_schema, validate_workflow_config
 
-    from .config import check_config, validate_workflow_config
-
-    if not path.is_file():
-        raise FileNotFoundError(f"config file not found: {path}")
-    config = yaml.safe_load(path.read_text()) or {}
-    validate_workflow_config(config)
-    check_config(config, str(path))
+    schema = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+    config = load_config_file(path)
+    validate_schema(config, str(path), schema)
+    try:
+        validate_workflow_config(config)  # fills the schema's defaults (the check above passed)
+    except Exception as err:  # noqa: BLE001 - Snakemake's message dumps the schema: keep its first line
+        raise ConfigError(str(path), "schema", str(err).strip().splitlines()[0]) from err
+    try:
+        check_config(config, str(path))
+    except (KeyError, TypeError) as err:
+        raise ConfigError(str(path), "config", f"{type(err).__name__}: {err}") from err
     return config
 
 
@@ -331,11 +422,60 @@ def parse_samples(items: list[str]) -> dict:
     return out
 
 
+def cell_memory_mb(t: PairTiming, training: dict, trains_model: bool, cuda: bool) -> float:
+    """Peak memory of a cell's job (MB) at the configured batch: the model (twice when every trial loads a fresh
+    one: fine-tuning) + the step's fixed part + batch × its part per image; on a CPU also the runtime and the
+    DataLoader workers (``tunevlseg.config``'s figures). On a GPU: the GPU's memory."""
+    from .config import RUNTIME_MB, WORKER_MB
+
+    batch, workers = training.get("batch_size", 32), training.get("num_workers", 0)
+    need = t.weights_mb * (2 if trains_model else 1) + t.step_fixed_mb + batch * t.step_mb_per_image
+    return need if cuda else need + RUNTIME_MB + (WORKER_MB * (2 * workers + 1) if workers else 0)
+
+
+def cell_disk_mb(t: PairTiming, trains_model: bool, tuned: bool, tuning: dict) -> tuple[float, float]:
+    """(MB a cell keeps, MB more while one of its trials runs). Every trial keeps its trainable parameters
+    (``best.pt``: prompt tensors), except that a method training the whole model keeps the full checkpoints of
+    the best trial and its seed replicates only (the other trials' are released). A running trial also holds
+    its ``resume.pt`` (parameters and AdamW's two moments) and, when it trains the model, its ``best.pt``."""
+    if not tuned:
+        return 0.0, 0.0
+    seeds = max(1, tuning.get("final_seeds", 1))
+    runs = tuning.get("n_trials", 20) + seeds - 1
+    kept = (seeds if trains_model else runs) * t.trainable_mb
+    return kept, (4 if trains_model else 3) * t.trainable_mb
+
+
+def _time_pairs(config: dict, grid, dev: torch.device, timing_batch: int, steps: int) -> tuple[dict, list[str]]:
+    """{(model, method): PairTiming} of every pair of the grid, and a note per model on what was timed."""
+    from .config import effective_settings, model_options, model_size, uses_feature_cache, weights_value
+
+    timings, notes = {}, []
+    for model in grid.models:
+        standin = config["models"][model].get("standin") if config["models"][model]["weights"] == "standin" else None
+        adapter, note = timing_adapter(model, weights_value(config, model), model_options(config, model), standin)
+        notes.append(f"{model}: {note}")
+        for m, method in grid.pairs():
+            if m != model:
+                continue
+            started = time.perf_counter()
+            settings = effective_settings(config, method)
+            amp = settings["training"]["amp"]
+            timings[(model, method)] = time_pair(adapter, method, model_size(config, model), timing_batch, steps, dev,
+                                                 amp, settings, cached=uses_feature_cache(config, method), model=model)
+            log.info("timed %s · %s in %.0f s", model, method, time.perf_counter() - started)
+        del adapter
+    return timings, notes
+
+
+def _gb(mb: float) -> str:
+    return "?" if math.isnan(mb) else f"{mb / 1024:.2f}"
+
+
 def estimate_from_config(path: Path, steps: int = 3, device: str | None = None, batch_size: int | None = None,
                          samples: list[str] | None = None, out=print) -> float:
-    """Time, multiply, print the table; returns the total hours."""
-    from .config import (effective_settings, global_training, make_grid, model_options, model_size, training_settings,
-                         uses_feature_cache, weights_value)
+    """Time, multiply, print the table (hours, peak memory and disk of each cell); returns the total hours."""
+    from .config import global_training, make_grid, model_size, training_settings, uses_feature_cache
     from .train.loop import pick_device
 
     config = load_config(Path(path))
@@ -346,56 +486,43 @@ def estimate_from_config(path: Path, steps: int = 3, device: str | None = None, 
     grid = make_grid(config)
     tuning = config.get("tuning", {})
     out(f"estimate of {path} on {dev} ({torch.get_num_threads()} threads), timing batch {timing_batch}, "
-        f"{steps} steps per measurement; times scaled per image to the configured batch")
-    timings, notes = {}, []
-    for model in grid.models:
-        standin = config["models"][model].get("standin") if config["models"][model]["weights"] == "standin" else None
-        adapter, note = timing_adapter(model, weights_value(config, model), model_options(config, model), standin)
-        notes.append(f"{model}: {note}")
-        size = model_size(config, model)
-        for m, method in grid.pairs():
-            if m != model:
-                continue
-            started = time.perf_counter()
-            settings = effective_settings(config, method)
-            amp = settings["training"]["amp"]
-            timings[(model, method)] = time_pair(adapter, method, size, timing_batch, steps, dev, amp, settings,
-                                                 cached=uses_feature_cache(config, method), model=model)
-            log.info("timed %s · %s in %.0f s", model, method, time.perf_counter() - started)
-        del adapter
+        f"{steps} steps per measurement; times scaled per image to the configured batch; peak GB: "
+        f"{'GPU memory' if dev.type == 'cuda' else 'resident memory'} of one job at the configured batch")
+    timings, notes = _time_pairs(config, grid, dev, timing_batch, steps)
     for note in notes:
         out(f"  {note}")
     header = (f"{'model':<8} {'method':<17} {'dataset':<13} {'train/val/test':>18} {'counts':<8} "
-              f"{'s/step':>8} {'epochs':>6} {'runs':>5} {'cache':>5} {unit + '-h':>8}")
+              f"{'s/step':>8} {'epochs':>6} {'runs':>5} {'cache':>5} {unit + '-h':>8} {'peak GB':>8} {'disk GB':>8}")
     out(header)
     out("-" * len(header))
-    total = 0.0
-    feature_jobs = {}
+    total, disk, running, feature_jobs = 0.0, 0.0, 0.0, {}
     for model, method, dataset in grid.cells():
-        training = training_settings(config, method)
-        info = METHODS[method]
-        size = model_size(config, model)
-        counts, images, source = sample_counts(config, dataset, size, overrides)
+        training, info, t = training_settings(config, method), METHODS[method], timings[(model, method)]
+        counts, images, source = sample_counts(config, dataset, model_size(config, model), overrides)
         cached = uses_feature_cache(config, method)
-        seconds, step = cell_cost(timings[(model, method)], training, tuning, counts, cached, info.tuned)
+        seconds, step = cell_cost(t, training, tuning, counts, cached, info.tuned)
         if cached:
-            views = global_training(config)["cache_views"]
-            t = timings[(model, method)]
-            feature_jobs[(model, dataset)] = (images * (1 + views) + counts[1] + counts[2]) * t.encode_img_s
+            samples_cached = images * (1 + global_training(config)["cache_views"]) + counts[1] + counts[2]
+            scale = 0.5 if global_training(config)["cache_dtype"] == "float16" else 1.0
+            feature_jobs[(model, dataset)] = (samples_cached * t.encode_img_s,
+                                              samples_cached * t.features_mb_per_image * scale)
         runs = tuning.get("n_trials", 20) + max(0, tuning.get("final_seeds", 1) - 1) if info.tuned else 0
-        hours = seconds / 3600
-        total += hours
-        split = "/".join(map(str, counts))
-        out(f"{model:<8} {method:<17} {dataset:<13} {split:>18} {source:<8.8} {step:>8.2f} "
+        kept, in_flight = cell_disk_mb(t, info.trains_model, info.tuned, tuning)
+        memory = cell_memory_mb(t, training, info.trains_model, dev.type == "cuda")
+        total, disk, running = total + seconds / 3600, disk + kept, max(running, in_flight)
+        out(f"{model:<8} {method:<17} {dataset:<13} {'/'.join(map(str, counts)):>18} {source:<8.8} {step:>8.2f} "
             f"{training.get('epochs', 20) if info.tuned else 0:>6} {runs:>5} {'yes' if cached else 'no':>5} "
-            f"{hours:>8.2f}")
-    for (model, dataset), seconds in feature_jobs.items():
-        total += seconds / 3600
+            f"{seconds / 3600:>8.2f} {_gb(memory):>8} {_gb(kept):>8}")
+    for (model, dataset), (seconds, mb) in feature_jobs.items():
+        total, disk = total + seconds / 3600, disk + mb
         out(f"{model:<8} {'(features)':<17} {dataset:<13} {'':>18} {'':<8} {'':>8} {'':>6} {'':>5} {'':>5} "
-            f"{seconds / 3600:>8.2f}")
+            f"{seconds / 3600:>8.2f} {'':>8} {_gb(mb):>8}")
+    out(f"disk: {_gb(disk)} GB kept (checkpoints, feature caches), up to {_gb(running)} GB more per training job "
+        "running at once (its trial's resume.pt and best.pt)")
     out(f"total: {total:.1f} {unit}-hours")
     return total
 
 
-__all__ = ["APPROX_SAMPLES", "PairTiming", "RANDOM_FULL_SIZE", "cell_cost", "estimate_from_config", "load_config",
-           "random_clipseg", "random_cris", "sample_counts", "time_pair", "timing_adapter", "timing_learner"]
+__all__ = ["APPROX_SAMPLES", "PairTiming", "PeakMeter", "RANDOM_FULL_SIZE", "cell_cost", "cell_disk_mb", "cell_memory_mb",
+           "estimate_from_config", "load_config", "random_clipseg", "random_cris", "sample_counts", "step_memory",
+           "time_pair", "timing_adapter", "timing_learner"]

@@ -18,23 +18,63 @@ from ..methods import METHODS, get_method
 
 
 @dataclass(frozen=True)
+class MemoryFigures:
+    """Host memory (MB) of the model's jobs on the CPU, measured with its public architecture (random weights)
+    at ``size`` px, one torch thread, the process's peak RSS (VmHWM) around two training steps at two batch
+    sizes (README "Resources"). ``tunevlseg.config.job_mem_mb`` turns them into a job's ``mem_mb``.
+
+    ``weights_mb``: the fp32 weights (``standin_weights_mb``: the demo's stand-in, config.yaml's ``arch``).
+    A training step beyond the loaded model takes a fixed part (``*_step_mb``: the learner, gradients and
+    AdamW state) and a part per image at ``size`` (``*_mb_per_image``): ``text_*`` for methods prompting only
+    the text side (backward through the text encoder and decoder), ``vision_*`` for methods prompting the
+    image encoder (the largest measured), ``train_*`` for a method that trains the whole model (fine-tuning:
+    every weight's gradient and AdamW state, and the trial's fresh copy of the model).
+    ``encode_mb_per_image``: the frozen image encoder without gradients (feature caches, evaluation)."""
+
+    size: int
+    weights_mb: float
+    standin_weights_mb: float
+    text_step_mb: float
+    text_mb_per_image: float
+    vision_step_mb: float
+    vision_mb_per_image: float
+    train_step_mb: float
+    train_mb_per_image: float
+    encode_mb_per_image: float
+
+
+@dataclass(frozen=True)
 class ModelInfo:
     """``adapter``: ``module:Class`` of its ``PromptableModel``; ``modalities``: encoders that take prompts;
-    ``default_options``: loading options a config may leave out (e.g. CRIS's backbone and tokenizer)."""
+    ``default_options``: loading options a config may leave out (e.g. CRIS's backbone and tokenizer);
+    ``memory``: its measured memory figures (the ``mem_mb`` its jobs declare)."""
 
     name: str
     title: str
     adapter: str
     modalities: tuple[str, ...]
     default_options: dict = field(default_factory=dict, hash=False)
+    memory: MemoryFigures | None = None
 
 
 REGISTRY: dict[str, ModelInfo] = {
     info.name: info
     for info in (
-        ModelInfo("clipseg", "CLIPSeg", "tunevlseg.models.clipseg:CLIPSegAdapter", ("text", "vision")),
+        # measured at 352 px: CoOp 111, VPT 330, MaPLe 343, Shared Attention 347 MB per image; Shared
+        # Attention's learner (depth 11) 1.5 GB with its AdamW state, CoOp's under 50 MB. Fine-tuning not measured here (over
+        # this machine's per-process budget): 4 × weights + VPT's per-image figure with the text side's
+        # activations, an estimate
+        ModelInfo("clipseg", "CLIPSeg", "tunevlseg.models.clipseg:CLIPSegAdapter", ("text", "vision"),
+                  memory=MemoryFigures(size=352, weights_mb=575, standin_weights_mb=3, text_step_mb=50,
+                                       text_mb_per_image=111, vision_step_mb=1530, vision_mb_per_image=350,
+                                       train_step_mb=2700, train_mb_per_image=400, encode_mb_per_image=52)),
+        # measured at 208 px (CoOp: 68 MB per image) and 160 px (fine-tuning: 94 MB per image, 2.6 GB fixed),
+        # scaled to 416 px by pixels: 272 and 635 MB per image; no vision prompts (the text figures)
         ModelInfo("cris", "CRIS", "tunevlseg.models.cris.adapter:CRISAdapter", ("text",),
-                  {"backbone": "RN50", "image_size": 416, "tokenizer": "openai/clip-vit-base-patch32"}),
+                  {"backbone": "RN50", "image_size": 416, "tokenizer": "openai/clip-vit-base-patch32"},
+                  memory=MemoryFigures(size=416, weights_mb=560, standin_weights_mb=9, text_step_mb=160,
+                                       text_mb_per_image=272, vision_step_mb=160, vision_mb_per_image=272,
+                                       train_step_mb=2630, train_mb_per_image=635, encode_mb_per_image=56)),
     )
 }
 
@@ -80,5 +120,5 @@ def build_standin(model: str, arch: dict, tokenizer):
     return adapter_class(model).build_standin(arch, tokenizer)
 
 
-__all__ = ["REGISTRY", "ModelInfo", "adapter_class", "build_standin", "get_model", "load_adapter",
+__all__ = ["REGISTRY", "MemoryFigures", "ModelInfo", "adapter_class", "build_standin", "get_model", "load_adapter",
            "supported_methods", "supports"]

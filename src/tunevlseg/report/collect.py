@@ -8,6 +8,7 @@ atomic output paths).
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import logging
 import math
@@ -28,14 +29,17 @@ __all__ = [
     "METHOD_ORDER",
     "TRIAL_COLUMNS",
     "atomic_path",
+    "incomplete_cells",
     "load_best",
     "load_trials",
     "order_datasets",
     "order_rows",
     "replicate_counts",
+    "read_test_metrics",
     "row_label",
 ]
 
+log = logging.getLogger(__name__)
 CELL_KEYS = ("model", "method", "dataset")
 #: best.json keys read into the frame: the cell, the selected trial and its metrics.
 BEST_COLUMNS = (*CELL_KEYS, "trial", *RESULT_METRICS)
@@ -282,6 +286,32 @@ def per_volume(frame: pd.DataFrame) -> pd.DataFrame:
                          "n_slices": frame.groupby("case", sort=True).size().to_numpy()})
 
 
+def read_test_metrics(path: Path) -> tuple[pd.DataFrame, bool]:
+    """A replicate's per-image test metrics (``id, dice, iou``; volume slices also ``case`` and pixel counts) and whether the file was cut short — its last
+    line unfinished or rows with missing fields (a copy or a disk that stopped mid-file): then its complete
+    rows only. An unreadable file or a missing column is a ``ValueError`` naming it."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: cannot read per-image test metrics ({exc})") from exc
+    lines = text.splitlines()
+    cut = not text.endswith("\n")  # to_csv ends every row, the header too, with a newline
+    if cut:
+        lines = lines[:-1]
+    try:
+        frame = pd.read_csv(io.StringIO("\n".join(lines) + "\n"), dtype={"id": str}) if lines else pd.DataFrame()
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise ValueError(f"{path}: cannot read per-image test metrics ({exc})") from exc
+    if frame.empty and not len(frame.columns):
+        return frame, cut
+    missing = [c for c in ("id", "dice", "iou") if c not in frame.columns]
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {', '.join(missing)}")
+    unfinished = frame[["id", "dice", "iou"]].isna().any(axis=1)
+    return frame.loc[~unfinished], cut or bool(unfinished.any())
+
+
 def load_per_image(result_files: Iterable[Path], unit: str = "volume") -> pd.DataFrame:
     """Per-image test metrics of every seed replicate: ``model, method, dataset, replicate, id, dice, iou, unit``.
 
@@ -289,6 +319,8 @@ def load_per_image(result_files: Iterable[Path], unit: str = "volume") -> pd.Dat
     without a completed trial (an empty file) or that failed adds no row. Slices of volumes (rows with a ``case``)
     become one row per volume (:func:`per_volume`; ``unit`` = ``volume``, else ``image``); the
     per-slice numbers stay in ``test_metrics.csv``. ``unit`` = ``image`` keeps the slices (``report.unit``).
+    A file cut short adds its complete rows, with a one-line warning naming it (``tunevlseg report
+    --partial`` then marks the cell partial).
     """
     if unit not in ("volume", "image"):
         raise ValueError(f"report.unit must be volume or image, got {unit!r}")
@@ -298,15 +330,12 @@ def load_per_image(result_files: Iterable[Path], unit: str = "volume") -> pd.Dat
         if failed(record):
             continue
         metrics = path.with_name("test_metrics.csv")
-        try:
-            frame = pd.read_csv(metrics, dtype={"id": str})
-        except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-            raise ValueError(f"{metrics}: cannot read per-image test metrics ({exc})") from exc
+        frame, cut = read_test_metrics(metrics)
+        if cut:
+            log.warning("%s: cut short (its last row is incomplete): %d complete image row(s) read", metrics,
+                        len(frame))
         if frame.empty:
             continue
-        missing = [c for c in ("id", "dice", "iou") if c not in frame.columns]
-        if missing:
-            raise ValueError(f"{metrics}: missing column(s) {', '.join(missing)}")
         model, method, dataset = _cell_of(path, record)
         volumes = unit == "volume" and all(c in frame.columns for c in VOLUME_COLUMNS) and frame["case"].notna().all()
         frame = per_volume(frame) if volumes else frame
@@ -318,6 +347,22 @@ def load_per_image(result_files: Iterable[Path], unit: str = "volume") -> pd.Dat
         return pd.DataFrame({c: pd.Series(dtype=object if c in (*CELL_KEYS, "id", "unit") else float)
                              for c in columns})
     return pd.concat(frames, ignore_index=True)[columns]
+
+
+def incomplete_cells(per_image: pd.DataFrame, best: pd.DataFrame) -> dict[tuple[str, str, str], tuple[int, int]]:
+    """Cells with a replicate evaluated on fewer test images than the cell's test split — ``n_test`` of its
+    ``best.json``, or its fullest replicate: ``{cell: (images of the emptiest replicate, expected)}``."""
+    if per_image.empty:
+        return {}
+    counts = per_image.groupby([*CELL_KEYS, "replicate"], sort=False).size()
+    expected = {tuple(r[k] for k in CELL_KEYS): r.get("n_test") for _, r in best.iterrows()}
+    out = {}
+    for cell, per_replicate in counts.groupby(level=list(CELL_KEYS), sort=False):
+        n_test = expected.get(cell)
+        full = max(int(per_replicate.max()), int(n_test) if isinstance(n_test, Real) and n_test == n_test else 0)
+        if int(per_replicate.min()) < full:
+            out[cell] = (int(per_replicate.min()), full)
+    return out
 
 
 def load_cost(trials: pd.DataFrame, result_files: Iterable[Path]) -> pd.DataFrame:

@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from tunevlseg.jsonio import write_csv
-from tunevlseg.report.collect import CELL_KEYS, load_best, load_trials, row_label
+from tunevlseg.report.collect import CELL_KEYS, incomplete_cells, load_best, load_trials, row_label
 from tunevlseg.report.cost import cost_table, dice_vs_params, plot_dice_vs_params
 from tunevlseg.report.domains import domain_means, plot_domain_bars
 from tunevlseg.report.figures import depth_correlations, plot_depth_vs_dice, plot_dice_heatmap
@@ -73,6 +73,19 @@ def examples_path(folder: Path, trial: float) -> Path | None:
 
 def _best_trials(best: pd.DataFrame) -> dict[Cell, float]:
     return {tuple(r[k] for k in CELL_KEYS): r["trial"] for _, r in best.iterrows()}
+
+
+def _without_incomplete(per_image: pd.DataFrame, best: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
+    """(per-image rows of the complete cells, {(row, dataset): the Dice table's text} of the incomplete ones)."""
+    incomplete = incomplete_cells(per_image, best)
+    keys = per_image[list(CELL_KEYS)].apply(tuple, axis=1)
+    marks = {}
+    for cell, (images, expected) in incomplete.items():
+        mean = float(per_image.loc[keys == cell, "dice"].mean())
+        marks[(row_label(cell[0], cell[1]), cell[2])] = f"{mean:.3f} (partial: {images} of {expected} images)"
+        log.warning("%s: test Dice of %d of %d images: reported as partial, not ranked", "/".join(cell), images,
+                    expected)
+    return per_image.loc[~keys.isin(list(incomplete))], marks
 
 
 def _check_in_grid(grid: Grid, frame: pd.DataFrame, what: str) -> None:
@@ -172,7 +185,8 @@ def render_report(grid: Grid, cells: Mapping[Cell, Path], tables: Path, figures:
                   dpi: int = 150, study_dirs: Mapping[Cell, Path] | None = None,
                   trial_files: list[Path] | None = None, per_image: pd.DataFrame | None = None,
                   cost: pd.DataFrame | None = None, workers: int = 1,
-                  unstable_spread: float = UNSTABLE_SPREAD, seeds: pd.DataFrame | None = None) -> list[Path]:
+                  unstable_spread: float = UNSTABLE_SPREAD, seeds: pd.DataFrame | None = None,
+                  partial: bool = False) -> list[Path]:
     """Write the Dice tables and every figure of :func:`figure_files` for ``grid``.
 
     ``cells`` maps the finished cells to their folders (``best.json``, ``trials.csv``, trial
@@ -191,7 +205,10 @@ def render_report(grid: Grid, cells: Mapping[Cell, Path], tables: Path, figures:
     with fewer seed replicates than expected. ``cost`` (see :mod:`tunevlseg.report.cost`) adds the cost table and the Dice-vs-parameters
     figure.  With ``workers`` > 1 the per-cell Optuna figures and the qualitative panels (over half
     of the rendering) are drawn in that many processes while this one writes the rest; the files
-    are the same.  Returns the paths written.
+    are the same.  With ``partial`` a cell whose per-image results hold fewer test images than its
+    test split (a replicate still running, a cut file) is neither bolded nor ranked: the Dice table
+    reads ``0.512 (partial: 1 of 9 images)`` and the statistics and figures leave it out.  Returns the
+    paths written.
     """
     best_files = [Path(CellFiles(str(p)).best_json) for p in cells.values()]
     best = load_best(best_files)
@@ -208,7 +225,10 @@ def render_report(grid: Grid, cells: Mapping[Cell, Path], tables: Path, figures:
     if cost is not None:  # every input is checked before anything is written
         cost = cost_table(cost, rows, datasets)
         _check_in_grid(grid, cost, "cost")
+    marks = {}
     if per_image is not None:
+        if partial:
+            per_image, marks = _without_incomplete(per_image, best)
         per_image = check_per_image(per_image)
         _check_in_grid(grid, per_image, "per-image results")
     study_dirs = dict(study_dirs or {})
@@ -235,7 +255,7 @@ def render_report(grid: Grid, cells: Mapping[Cell, Path], tables: Path, figures:
         volumes = sorted(set(per_image.loc[per_image["unit"] == "volume", "dataset"])) \
             if per_image is not None and "unit" in per_image else []
         out += write_dice_tables(shown, Path(tables), datasets=datasets, rows=rows, not_worse=not_worse,
-                                 unstable=unstable, volume_datasets=volumes)
+                                 unstable=unstable, volume_datasets=volumes, partial=marks)
         out.append(plot_dice_heatmap(shown, files["heatmap"], dpi=dpi, datasets=datasets, rows=rows,
                                      unstable=unstable))
         correlations = depth_correlations(trials)

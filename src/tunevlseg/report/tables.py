@@ -262,7 +262,8 @@ def unit_note(volume_datasets: list[str], tex: bool = False) -> str:
 
 def write_dice_tables(best: pd.DataFrame, out_prefix: Path, datasets: list[str] | None = None,
                       rows: list[str] | None = None, not_worse: pd.DataFrame | None = None,
-                      unstable: pd.DataFrame | None = None, volume_datasets: list[str] | None = None) -> list[Path]:
+                      unstable: pd.DataFrame | None = None, volume_datasets: list[str] | None = None,
+                      partial: dict[tuple[str, str], str] | None = None) -> list[Path]:
     """Write the Dice table as ``<out_prefix>.csv``, ``.md`` and ``.tex``; return the three paths.
 
     ``volume_datasets`` (3-D datasets scored per volume, see
@@ -286,6 +287,8 @@ def write_dice_tables(best: pd.DataFrame, out_prefix: Path, datasets: list[str] 
 
     Cells listed in ``unstable`` (a :func:`tunevlseg.report.stats.unstable_cells` frame) end in
     :data:`UNSTABLE_MARK` in md and tex, with :data:`UNSTABLE_NOTE` under the table.
+    ``partial`` maps (row, dataset) of cells left out of ``best`` as incomplete to the text md and tex
+    show instead of "—" (never bold; the csv leaves them empty).
 
     Every file is written atomically (temp file + ``os.replace``).
     """
@@ -293,6 +296,9 @@ def write_dice_tables(best: pd.DataFrame, out_prefix: Path, datasets: list[str] 
     means, stds = dice_numeric(best, datasets, rows)
     table = dice_table(best, datasets, rows)
     bold = _best_mask(means) if not_worse is None else _not_worse_mask(means, not_worse)
+    for (row, dataset), text in (partial or {}).items():
+        if row in table.index and dataset in table.columns:
+            table.at[row, dataset], bold.at[row, dataset] = text, False
     flags = unstable_mask(unstable, list(stds.columns), list(means.index))
     marked = _marked(table, flags)
     notes = [UNSTABLE_NOTE] if flags.any().any() else []

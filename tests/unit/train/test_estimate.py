@@ -83,8 +83,13 @@ def test_estimate_prints_a_row_per_cell_and_the_total(tmp_path, monkeypatch, one
     features = [r for r in rows if r[1] == "(features)"]
     assert {r[0] for r in features} == {"clipseg", "cris"}  # one cache per model and dataset
     coop = next(r for r in cells if r[:2] == ["clipseg", "coop"])
-    assert coop[-2] == "yes" and coop[-3] == str(config["tuning"]["n_trials"] + 1)  # trials + 1 more seed
-    assert sum(float(r[-1]) for r in rows) == pytest.approx(total, abs=0.01 * len(rows))
+    assert coop[-4] == "yes" and coop[-5] == str(config["tuning"]["n_trials"] + 1)  # trials + 1 more seed
+    hours = [float(r[-3]) for r in cells] + [float(r[-2]) for r in features]
+    assert sum(hours) == pytest.approx(total, abs=0.01 * len(rows))
+    assert all(0.3 < float(r[-2]) < 2.0 for r in cells)  # peak GB of a stand-in job: runtime + a tiny model
+    disk = [float(r[-1]) for r in cells] + [float(r[-1]) for r in features]
+    assert re.fullmatch(r"disk: \d+\.\d\d GB kept .*", lines[-2]) and float(lines[-2].split()[1]) == \
+        pytest.approx(sum(disk), abs=0.05 * len(rows))
     assert re.fullmatch(r"total: \d+\.\d CPU-hours", lines[-1])
     assert "random clipseg stand-in" in "\n".join(lines)
 
@@ -95,3 +100,87 @@ def _with_defaults(config):
     validate(config, str(REPO / "workflow" / "schemas" / "config.schema.yaml"))
     config["tuning"]["final_seeds"] = 2  # the lead's key (multi-seed retraining): not in this schema yet
     return config
+
+
+def _bad_configs(tmp_path: Path) -> dict[str, tuple[Path, str]]:
+    good = (REPO / "config.yaml").read_text()
+    cases = {"syntax": ("a: [1,\n", "line 2, column 1: not valid YAML"),
+             "schema": (good.replace("training:\n  epochs: 8\n  batch_size: 32", "training:\n  epochs: 8\n  batch_size: -4"),
+                        "training.batch_size: -4 is less than the minimum of 1"),
+             "method": (good.replace("methods: [zeroshot, coop", "methods: [zeroshot, cop"),
+                        "benchmark.methods.1: 'cop' is not one of"),
+             "reference": (good.replace("\n  newword:", "\n  newword2:"), "benchmark.datasets: unknown dataset 'newword'")}
+    out = {}
+    for name, (text, expected) in cases.items():
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(text)
+        out[name] = (path, expected)
+    out["missing"] = (tmp_path / "missing.yaml", "missing.yaml: file: not found")
+    return out
+
+
+@pytest.mark.parametrize("case", ["syntax", "schema", "method", "reference", "missing"])
+def test_a_bad_config_is_one_line_naming_file_and_key(case, tmp_path, capsys):
+    from tunevlseg import cli
+
+    path, expected = _bad_configs(tmp_path)[case]
+    assert cli.main(["estimate", "--configfile", str(path), "--device", "cpu"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"tunevlseg estimate: error: {path}") and expected in err[0], err
+
+
+@pytest.mark.parametrize("option, value", [("--steps", "0"), ("--steps", "-3"), ("--batch-size", "0"),
+                                           ("--steps", "two")])
+def test_out_of_range_numbers_are_refused_by_argparse(option, value, capsys):
+    from tunevlseg import cli
+
+    with pytest.raises(SystemExit) as stop:
+        cli.main(["estimate", option, value])
+    assert stop.value.code == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith(f"tunevlseg estimate: error: argument {option}: ")
+    assert ("must be from 1 to" in last and f"got {value}" in last) or "not an integer: 'two'" in last
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux /proc")
+def test_step_memory_separates_the_fixed_part_from_the_part_per_image():
+    """A step holding 40 MB per image and 64 MB besides: measured through the process's resident set."""
+    from tunevlseg.estimate import step_memory
+
+    def step_at(n):
+        fixed = torch.ones(64 * 2**20 // 4)
+        per_image = torch.ones(n * 40 * 2**20 // 4)
+        return float(fixed[0] + per_image[0])
+
+    fixed, per_image = step_memory(step_at, 2, torch.device("cpu"))
+    assert per_image == pytest.approx(40, abs=6) and fixed == pytest.approx(64, abs=20)
+
+
+def test_time_pair_measures_the_checkpoint_and_the_step_memory(tiny_adapter, one_thread):
+    params_mb = sum(p.numel() * 4 for p in tiny_adapter.model.parameters()) / 2**20
+    finetune = estimate.time_pair(tiny_adapter, "finetune", 32, 2, 1, torch.device("cpu"), evaluation=False)
+    coop = estimate.time_pair(tiny_adapter, "coop", 32, 2, 1, torch.device("cpu"), evaluation=False)
+    assert finetune.trainable_mb == pytest.approx(params_mb, rel=0.01)  # the whole model: a full checkpoint
+    assert 0 < coop.trainable_mb < 0.01 * params_mb  # the prompt tensors
+    assert coop.features_mb_per_image > 0 and finetune.step_mb_per_image >= 0
+    if Path("/proc/self/clear_refs").exists():
+        assert finetune.step_fixed_mb + 2 * finetune.step_mb_per_image > 0
+
+
+def test_disk_keeps_full_checkpoints_of_the_best_trial_and_replicates_only():
+    t = PairTiming("cris", "finetune", 2, 1.0, trainable_mb=560.0)
+    tuning = {"n_trials": 20, "final_seeds": 3}
+    assert estimate.cell_disk_mb(t, True, True, tuning) == (3 * 560.0, 4 * 560.0)  # best + 2 replicates
+    prompts = PairTiming("cris", "coop", 2, 1.0, trainable_mb=0.01)
+    assert estimate.cell_disk_mb(prompts, False, True, tuning) == pytest.approx((22 * 0.01, 0.03))  # every run
+    assert estimate.cell_disk_mb(prompts, False, False, tuning) == (0.0, 0.0)
+
+
+def test_cell_memory_is_the_model_plus_the_step_at_the_configured_batch():
+    from tunevlseg.config import RUNTIME_MB, WORKER_MB
+
+    t = PairTiming("cris", "finetune", 2, 1.0, weights_mb=560.0, step_fixed_mb=2000.0, step_mb_per_image=566.0)
+    training = {"batch_size": 32, "num_workers": 2}
+    cpu = estimate.cell_memory_mb(t, training, True, cuda=False)
+    assert cpu == 2 * 560 + 2000 + 32 * 566 + RUNTIME_MB + 5 * WORKER_MB  # 21.7 GiB
+    assert estimate.cell_memory_mb(t, training, True, cuda=True) == 2 * 560 + 2000 + 32 * 566
