@@ -20,14 +20,29 @@ from ..methods import METHODS, get_method
 @dataclass(frozen=True)
 class ModelInfo:
     """``adapter``: ``module:Class`` of its ``PromptableModel``; ``modalities``: encoders that take prompts;
-    ``default_options``: loading options a config may leave out (e.g. CRIS's backbone and tokenizer)."""
+    ``default_options``: loading options a config may leave out (e.g. CRIS's backbone and tokenizer);
+    ``standin``: the ``models.<name>.standin`` a config with ``weights: standin`` may leave out (then its
+    ``image_size`` defaults to the stand-in's); ``image_size``: the public weights' input size a config may
+    leave out (0: the config must give it)."""
 
     name: str
     title: str
     adapter: str
     modalities: tuple[str, ...]
     default_options: dict = field(default_factory=dict, hash=False)
+    standin: dict = field(default_factory=dict, hash=False)
+    image_size: int = 0
 
+
+#: SAM 3's demo stand-in: a 4-layer ViT (patch 8, 4 × 4 windows, global attention in the last layer), CLIP text
+#: 2 × 64, DETR encoder/decoder 1 × 64 with 16 queries; pretrained on the demo's ``shapes`` like the other two.
+SAM3_STANDIN = dict(
+    dataset="shapes", epochs=8, batch_size=32, lr=0.001, min_grounding_gap=0.2,
+    vocabulary=["red", "green", "blue", "white", "disc", "polyp", "left", "ventricle", "lesion"],
+    arch=dict(image_size=64, patch_size=8, vision_width=64, vision_layers=4, vision_heads=4, window_size=4,
+              global_attn_indexes=[3], text_width=64, text_layers=2, text_heads=4, hidden=64, detr_layers=1,
+              detr_heads=4, num_queries=16),
+)
 
 REGISTRY: dict[str, ModelInfo] = {
     info.name: info
@@ -35,6 +50,8 @@ REGISTRY: dict[str, ModelInfo] = {
         ModelInfo("clipseg", "CLIPSeg", "tunevlseg.models.clipseg:CLIPSegAdapter", ("text", "vision")),
         ModelInfo("cris", "CRIS", "tunevlseg.models.cris.adapter:CRISAdapter", ("text",),
                   {"backbone": "RN50", "image_size": 416, "tokenizer": "openai/clip-vit-base-patch32"}),
+        ModelInfo("sam3", "SAM 3", "tunevlseg.models.sam3.adapter:Sam3Adapter", ("text",), standin=SAM3_STANDIN,
+                  image_size=1008),
     )
 }
 
