@@ -143,3 +143,24 @@ def test_registry_stand_in_builds_with_its_parameter_count():
     adapter = build_standin("sam3", standin["arch"], build_tokenizer(standin["vocabulary"], max_length=32))
     assert adapter.training and adapter.model.training  # pretrained end to end
     assert sum(p.numel() for p in adapter.parameters()) == 1_282_974
+
+
+def test_hub_layout_loads_the_detector(sam3, tiny_model_dirs, tmp_path):
+    """``facebook/sam3``'s layout: a ``sam3_video`` config wrapping the detector's, weights under
+    ``detector_model.``; the loader reads the detector part and gives the same logits."""
+    import shutil
+
+    from safetensors.torch import save_file
+    from transformers import Sam3VideoConfig
+
+    folder = tmp_path / "hub_like"
+    shutil.copytree(tiny_model_dirs["sam3"], folder)
+    (folder / "model.safetensors").unlink()
+    save_file({f"detector_model.{k}": v.contiguous() for k, v in sam3.model.state_dict().items()},
+              folder / "model.safetensors")
+    Sam3VideoConfig(detector_config=sam3.model.config.to_dict()).save_pretrained(folder)
+    assert json.loads((folder / "config.json").read_text())["model_type"] == "sam3_video"
+    hub = load_adapter("sam3", str(folder))
+    images, text = _images(2), sam3.tokenize(TEXTS[:2])
+    with torch.no_grad():
+        assert torch.equal(hub(images, text), sam3(images, text))
