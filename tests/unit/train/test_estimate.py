@@ -102,3 +102,22 @@ def _with_defaults(config):
     validate(config, str(REPO / "workflow" / "schemas" / "config.schema.yaml"))
     config["tuning"]["final_seeds"] = 2  # the lead's key (multi-seed retraining): not in this schema yet
     return config
+
+
+def test_estimate_reads_overlays_the_sam3_preset_among_them(tmp_path, one_thread):
+    """``--configfile A B`` as Snakemake merges it: the SAM 3 preset on paper.yaml adds its text-side cells; an
+    overlay of ``models.sam3: {weights: standin}`` alone is timed on the registry's stand-in."""
+    paper = estimate.load_config(REPO / "workflow/presets/paper.yaml", REPO / "workflow/presets/sam3.yaml")
+    assert paper["models"]["sam3"] == {"weights": "facebook/sam3", "image_size": 1008}
+    assert paper["benchmark"]["models"] == ["clipseg", "cris", "sam3"]
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    config["results"] = str(tmp_path / "results")
+    config["benchmark"].update(models=["cris"], methods=["zeroshot", "coop"], datasets=["newlook"])
+    base, overlay = tmp_path / "base.yaml", tmp_path / "sam3.yaml"
+    base.write_text(yaml.safe_dump(config))
+    overlay.write_text(yaml.safe_dump({"models": {"sam3": {"weights": "standin"}}, "benchmark": {"models": ["sam3"]}}))
+    lines = []
+    estimate_from_config([base, overlay], steps=1, device="cpu", out=lines.append)
+    cells = {(r[0], r[1]) for r in map(str.split, lines) if r and r[0] in REGISTRY and r[1] != "(features)"}
+    assert cells == {("sam3", "zeroshot"), ("sam3", "coop")}
+    assert "random sam3 stand-in" in "\n".join(lines) and f"{base} + {overlay}" in lines[0]
