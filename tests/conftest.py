@@ -19,7 +19,11 @@ TINY_ARCH = dict(image_size=32, patch_size=8, vision_width=32, vision_layers=4, 
 # A tiny CRIS (CRISConfig fields): one bottleneck per stage, text 16 × 3 layers, one decoder layer.
 TINY_CRIS_ARCH = dict(image_size=32, layers=[1, 1, 1, 1], width=8, embed_dim=32, text_width=16, text_heads=2,
                       text_layers=3, fpn_out=[8, 16, 32], num_layers=1, num_head=2, dim_ffn=32)
-TINY_ARCHS = {"clipseg": TINY_ARCH, "cris": TINY_CRIS_ARCH}
+# A tiny SAM 3 (models.sam3.loading.sam3_config keys): ViT 32 × 3 on an 8 × 8 grid in 4 × 4 windows, text 24 × 3.
+TINY_SAM3_ARCH = dict(image_size=32, patch_size=4, vision_width=32, vision_layers=3, vision_heads=2, window_size=4,
+                      global_attn_indexes=[2], text_width=24, text_layers=3, text_heads=2, hidden=32, detr_layers=1,
+                      detr_heads=2, num_queries=8)
+TINY_ARCHS = {"clipseg": TINY_ARCH, "cris": TINY_CRIS_ARCH, "sam3": TINY_SAM3_ARCH}
 TINY_WORDS = ["red", "green", "blue", "disc", "polyp"]
 # Method hyper-parameters that fit the tiny models (CLIPSeg text 24 + vision 32 = 56 wide: 4 heads divide it).
 TINY_HPARAMS = {"cocoop": dict(hidden=8), "maple": dict(coupling="mlp8"), "shared_separate": dict(latent=8),

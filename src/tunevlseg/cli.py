@@ -144,7 +144,7 @@ def _int_in(low: int, high: int):
 def cmd_estimate(args) -> None:
     from .estimate import estimate_from_config
 
-    estimate_from_config(Path(args.configfile), steps=args.steps, device=args.device, batch_size=args.batch_size,
+    estimate_from_config([Path(p) for p in args.configfile], steps=args.steps, device=args.device, batch_size=args.batch_size,
                          samples=args.samples)
 
 
@@ -320,7 +320,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_features)
 
     p = sub.add_parser("estimate", help="time a few steps per (model, method) and print what the grid costs")
-    p.add_argument("--configfile", default="config.yaml")
+    p.add_argument("--configfile", nargs="+", default=["config.yaml"],
+                   help="config files, later ones updating earlier ones (as snakemake --configfile A B)")
     p.add_argument("--steps", type=_int_in(1, 1000), default=3,
                    help="timed training steps per (model, method) and path (1 to 1000)")
     p.add_argument("--device", default=None, help="default: the config's device")

@@ -87,8 +87,25 @@ def validate_schema(config: dict, source: str, schema_path: str | Path) -> None:
         raise ConfigError(source, key, err.message)
 
 
+def fill_model_defaults(config: dict) -> None:
+    """Fill in, in place, what the registry lets a model entry leave out: its ``standin`` (with ``weights:
+    standin``) and ``image_size`` (the stand-in's, else the public weights')."""
+    for model, mcfg in (config.get("models") or {}).items():
+        info = MODELS.get(model)
+        if info is None or not isinstance(mcfg, dict):
+            continue
+        standin = mcfg.get("weights") == "standin"
+        if standin and info.standin and "standin" not in mcfg:
+            mcfg["standin"] = copy.deepcopy(info.standin)
+        size = mcfg["standin"]["arch"].get("image_size") if standin and "standin" in mcfg else info.image_size
+        if size and "image_size" not in mcfg:
+            mcfg["image_size"] = size
+
+
 def check_config(config: dict, source: str = "config.yaml") -> None:
-    """Cross-references the JSON schema cannot express; raise :class:`ConfigError` before any job runs."""
+    """Cross-references the JSON schema cannot express; raise :class:`ConfigError` before any job runs.
+    Fills in the registry's model defaults first (:func:`fill_model_defaults`)."""
+    fill_model_defaults(config)
     bench = config["benchmark"]
     datasets = sorted(config["datasets"])
     for name in bench["datasets"]:
@@ -436,7 +453,7 @@ def report_settings(config: dict) -> dict:
 
 
 __all__ = ["CACHE_KEYS", "CATALOGUE", "ConfigError", "METHOD_PARTS", "RUN_ONLY_TUNING_KEYS", "SCHEMA", "SCHEMA_DEFAULT",
-           "cell_settings", "check_config", "effective_settings", "effective_settings_lines", "features_input",
+           "cell_settings", "check_config", "fill_model_defaults", "effective_settings", "effective_settings_lines", "features_input",
            "features_settings", "global_training", "job_mem_mb", "layout", "load_config_file", "make_grid", "model_options",
            "model_size", "n_replicates", "replicate_files", "report_settings", "standin_settings", "training_defaults",
            "training_settings", "uses_feature_cache", "validate_schema", "validate_workflow_config", "weights_input", "weights_trigger",

@@ -80,10 +80,22 @@ def random_cris(image_size: int = 416, backbone: str = "RN50"):
     return CRISAdapter(CRIS(cfg), build_tokenizer(["polyp", "lesion"], max_length=77), max_text_len=77)
 
 
+def random_sam3(image_size: int = 1008):
+    """A random ``facebook/sam3`` (the package's ``PUBLIC_ARCH``) at ``image_size`` (rounded down to a multiple of
+    the 14 px patch)."""
+    from .models.sam3 import PUBLIC_ARCH, Sam3Adapter, build_sam3
+    from .models.standin import build_tokenizer
+
+    size = max(14, image_size // 14 * 14)
+    return Sam3Adapter(build_sam3({**PUBLIC_ARCH, "image_size": size}, seed=0),
+                       build_tokenizer(["polyp", "lesion"], max_length=32), {"size": size})
+
+
 #: A random model of each registered model's public architecture (used when weights are unavailable).
 RANDOM_FULL_SIZE = {
     "clipseg": lambda options: random_clipseg(options.get("image_size", 352)),
     "cris": lambda options: random_cris(options.get("image_size", 416), options.get("backbone", "RN50")),
+    "sam3": lambda options: random_sam3(options.get("image_size") or 1008),
 }
 
 
@@ -388,23 +400,28 @@ def cell_cost(t: PairTiming, training: dict, tuning: dict, samples: tuple[int, i
     return runs * one_training, step
 
 
-def load_config(path: Path) -> dict:
-    """A workflow config as the Snakefile sees it (the schema's defaults filled in, training's per method) and
-    the workflow's own checks applied; a bad file is one :class:`tunevlseg.config.ConfigError` line naming the
-    file, the key and the problem."""
+def load_config(*paths: Path) -> dict:
+    """A workflow config as the Snakefile sees it (later files update earlier ones as ``--configfile A B`` does,
+    the schema's defaults filled in, training's per method) and the workflow's own checks applied; a bad file
+    is one :class:`tunevlseg.config.ConfigError` line naming the file, the key and the problem."""
+    from snakemake.utils import update_config
+
     from .config import ConfigError, check_config, load_config_file, validate_schema, validate_workflow_config
 
     schema = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
-    config = load_config_file(path)
-    validate_schema(config, str(path), schema)
+    config: dict = {}
+    for path in map(Path, paths):
+        update_config(config, load_config_file(path))
+    name = " + ".join(map(str, paths))
+    validate_schema(config, name, schema)
     try:
         validate_workflow_config(config)  # fills the schema's defaults (the check above passed)
     except Exception as err:  # noqa: BLE001 - Snakemake's message dumps the schema: keep its first line
-        raise ConfigError(str(path), "schema", str(err).strip().splitlines()[0]) from err
+        raise ConfigError(name, "schema", str(err).strip().splitlines()[0]) from err
     try:
-        check_config(config, str(path))
+        check_config(config, name)
     except (KeyError, TypeError) as err:
-        raise ConfigError(str(path), "config", f"{type(err).__name__}: {err}") from err
+        raise ConfigError(name, "config", f"{type(err).__name__}: {err}") from err
     return config
 
 
@@ -472,13 +489,15 @@ def _gb(mb: float) -> str:
     return "?" if math.isnan(mb) else f"{mb / 1024:.2f}"
 
 
-def estimate_from_config(path: Path, steps: int = 3, device: str | None = None, batch_size: int | None = None,
+def estimate_from_config(path: Path | list[Path], steps: int = 3, device: str | None = None, batch_size: int | None = None,
                          samples: list[str] | None = None, out=print) -> float:
     """Time, multiply, print the table (hours, peak memory and disk of each cell); returns the total hours."""
     from .config import global_training, make_grid, model_size, training_settings, uses_feature_cache
     from .train.loop import pick_device
 
-    config = load_config(Path(path))
+    paths = [Path(p) for p in (path if isinstance(path, (list, tuple)) else [path])]
+    config = load_config(*paths)
+    path = " + ".join(map(str, paths))
     overrides = parse_samples(samples or [])
     dev = pick_device(device or config.get("device", "auto"))
     unit = "GPU" if dev.type == "cuda" else "CPU"
@@ -524,5 +543,5 @@ def estimate_from_config(path: Path, steps: int = 3, device: str | None = None, 
 
 
 __all__ = ["APPROX_SAMPLES", "PairTiming", "PeakMeter", "RANDOM_FULL_SIZE", "cell_cost", "cell_disk_mb", "cell_memory_mb",
-           "estimate_from_config", "load_config", "random_clipseg", "random_cris", "sample_counts", "step_memory",
-           "time_pair", "timing_adapter", "timing_learner"]
+           "estimate_from_config", "load_config", "random_clipseg", "random_cris", "random_sam3", "sample_counts",
+           "step_memory", "time_pair", "timing_adapter", "timing_learner"]

@@ -35,11 +35,14 @@ from tunevlseg.train.loop import autocast_for, pick_device, prepare_adapter
 FP32_TOL = 1e-4
 BF16_TOL = 5e-2
 MASK_AGREEMENT = 0.98
-SIZES = {"clipseg": 352, "cris": 416}
+SIZES = {"clipseg": 352, "cris": 416, "sam3": 1008}
 TINY = {"clipseg": dict(image_size=32, patch_size=8, vision_width=32, vision_layers=4, vision_heads=2, text_width=24,
                         text_layers=3, text_heads=2, projection_dim=16, reduce_dim=8, extract_layers=[0, 1, 2]),
         "cris": dict(image_size=32, layers=[1, 1, 1, 1], width=8, embed_dim=32, text_width=16, text_heads=2,
-                     text_layers=3, fpn_out=[8, 16, 32], num_layers=1, num_head=2, dim_ffn=32)}
+                     text_layers=3, fpn_out=[8, 16, 32], num_layers=1, num_head=2, dim_ffn=32),
+        "sam3": dict(image_size=32, patch_size=4, vision_width=32, vision_layers=3, vision_heads=2, window_size=4,
+                     global_attn_indexes=[2], text_width=24, text_layers=3, text_heads=2, hidden=32, detr_layers=1,
+                     detr_heads=2, num_queries=8)}
 TINY_HPARAMS = {"cocoop": {"hidden": {"type": "categorical", "choices": [8]}},
                 "maple": {"coupling": {"type": "categorical", "choices": ["mlp8"]}},
                 "shared_attention": {"heads": {"type": "categorical", "choices": [4]},

@@ -14,7 +14,7 @@ SCRIPT = Path(check.__file__)
 
 def test_check_runs_every_pair_on_the_cpu():
     done = subprocess.run([sys.executable, str(SCRIPT), "--device", "cpu", "--steps", "2", "--tiny"],
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=300)  # three models
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     rows = [line.split() for line in done.stdout.splitlines()]
     table = {(r[0], r[1]): r for r in rows if len(r) == 10 and r[0] in REGISTRY}

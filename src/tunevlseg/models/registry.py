@@ -47,7 +47,10 @@ class MemoryFigures:
 class ModelInfo:
     """``adapter``: ``module:Class`` of its ``PromptableModel``; ``modalities``: encoders that take prompts;
     ``default_options``: loading options a config may leave out (e.g. CRIS's backbone and tokenizer);
-    ``memory``: its measured memory figures (the ``mem_mb`` its jobs declare)."""
+    ``memory``: its measured memory figures (the ``mem_mb`` its jobs declare);
+    ``standin``: the ``models.<name>.standin`` a config with ``weights: standin`` may leave out (then its
+    ``image_size`` defaults to the stand-in's); ``image_size``: the public weights' input size a config may
+    leave out (0: the config must give it)."""
 
     name: str
     title: str
@@ -55,7 +58,19 @@ class ModelInfo:
     modalities: tuple[str, ...]
     default_options: dict = field(default_factory=dict, hash=False)
     memory: MemoryFigures | None = None
+    standin: dict = field(default_factory=dict, hash=False)
+    image_size: int = 0
 
+
+#: SAM 3's demo stand-in: a 4-layer ViT (patch 8, 4 × 4 windows, global attention in the last layer), CLIP text
+#: 2 × 64, DETR encoder/decoder 1 × 64 with 16 queries; pretrained on the demo's ``shapes`` like the other two.
+SAM3_STANDIN = dict(
+    dataset="shapes", epochs=8, batch_size=32, lr=0.001, min_grounding_gap=0.2,
+    vocabulary=["red", "green", "blue", "white", "disc", "polyp", "left", "ventricle", "lesion"],
+    arch=dict(image_size=64, patch_size=8, vision_width=64, vision_layers=4, vision_heads=4, window_size=4,
+              global_attn_indexes=[3], text_width=64, text_layers=2, text_heads=4, hidden=64, detr_layers=1,
+              detr_heads=4, num_queries=16),
+)
 
 REGISTRY: dict[str, ModelInfo] = {
     info.name: info
@@ -75,6 +90,15 @@ REGISTRY: dict[str, ModelInfo] = {
                   memory=MemoryFigures(size=416, weights_mb=560, standin_weights_mb=9, text_step_mb=160,
                                        text_mb_per_image=272, vision_step_mb=160, vision_mb_per_image=272,
                                        train_step_mb=2630, train_mb_per_image=635, encode_mb_per_image=56)),
+        # SAM 3 (840 M parameters, 1008 px): ESTIMATES from the architecture, not yet measured (a full-size step
+        # needs more than this machine lends one process): weights fp32; text methods backpropagate through the
+        # CLIP text encoder and the detector/segmentation heads over 72 × 72 image tokens; fine-tuning keeps
+        # gradients, AdamW's two moments and a fresh copy (4 × weights) plus the ViT's activations per image
+        ModelInfo("sam3", "SAM 3", "tunevlseg.models.sam3.adapter:Sam3Adapter", ("text",), standin=SAM3_STANDIN,
+                  image_size=1008,
+                  memory=MemoryFigures(size=1008, weights_mb=3206, standin_weights_mb=5, text_step_mb=600,
+                                       text_mb_per_image=1500, vision_step_mb=600, vision_mb_per_image=1500,
+                                       train_step_mb=12800, train_mb_per_image=7000, encode_mb_per_image=400)),
     )
 }
 

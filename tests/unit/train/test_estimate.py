@@ -50,18 +50,25 @@ def test_sample_counts_prefer_prepared_data(make_prepared, tmp_path):
         parse_samples(["mine=7,2"])
 
 
-@pytest.mark.parametrize("model", REGISTRY)
+@pytest.mark.parametrize("model", [pytest.param(m, marks=pytest.mark.slow) if m == "sam3" else m for m in REGISTRY])
 def test_every_model_has_a_random_full_size_architecture(model):
     adapter = estimate.RANDOM_FULL_SIZE[model]({"image_size": 64})
     dims = adapter.dims
-    assert dims.max_text_depth == 12 and dims.text_width == 512
     if model == "clipseg":  # rd64-refined: ViT-B/16, reduce_dim 64, extract layers 3, 6, 9, refined decoder
         cfg = adapter.model.config
         assert (cfg.vision_config.patch_size, cfg.vision_config.hidden_size, cfg.reduce_dim) == (16, 768, 64)
         assert list(cfg.extract_layers) == [3, 6, 9] and cfg.use_complex_transposed_convolution
         assert dims.max_vision_depth == 10
-    else:  # CRIS-R50
+    elif model == "cris":  # CRIS-R50
         assert adapter.model.cfg.layers == (3, 4, 6, 3) and dims.image_feature_dim == 1024
+    else:  # facebook/sam3 (840 M parameters: slow), at 56 px, the multiple of its 14 px patch below 64
+        assert (dims.max_text_depth, dims.text_width, dims.image_feature_dim) == (24, 1024, 1024)
+        assert sum(p.numel() for p in adapter.model.parameters()) == 840_376_374
+        assert adapter.image_size == 56
+        with torch.no_grad():
+            assert adapter(torch.rand(1, 3, 56, 56), adapter.tokenize(["polyp."])).shape == (1, 1, 56, 56)
+        return
+    assert dims.max_text_depth == 12 and dims.text_width == 512
     with torch.no_grad():
         logits = adapter(torch.rand(1, 3, 64, 64), adapter.tokenize(["polyp."]))
     assert logits.shape == (1, 1, 64, 64)
@@ -184,3 +191,22 @@ def test_cell_memory_is_the_model_plus_the_step_at_the_configured_batch():
     cpu = estimate.cell_memory_mb(t, training, True, cuda=False)
     assert cpu == 2 * 560 + 2000 + 32 * 566 + RUNTIME_MB + 5 * WORKER_MB  # 21.7 GiB
     assert estimate.cell_memory_mb(t, training, True, cuda=True) == 2 * 560 + 2000 + 32 * 566
+
+
+def test_estimate_reads_overlays_the_sam3_preset_among_them(tmp_path, one_thread):
+    """``--configfile A B`` as Snakemake merges it: the SAM 3 preset on paper.yaml adds its text-side cells; an
+    overlay of ``models.sam3: {weights: standin}`` alone is timed on the registry's stand-in."""
+    paper = estimate.load_config(REPO / "workflow/presets/paper.yaml", REPO / "workflow/presets/sam3.yaml")
+    assert paper["models"]["sam3"] == {"weights": "facebook/sam3", "image_size": 1008}
+    assert paper["benchmark"]["models"] == ["clipseg", "cris", "sam3"]
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    config["results"] = str(tmp_path / "results")
+    config["benchmark"].update(models=["cris"], methods=["zeroshot", "coop"], datasets=["newlook"])
+    base, overlay = tmp_path / "base.yaml", tmp_path / "sam3.yaml"
+    base.write_text(yaml.safe_dump(config))
+    overlay.write_text(yaml.safe_dump({"models": {"sam3": {"weights": "standin"}}, "benchmark": {"models": ["sam3"]}}))
+    lines = []
+    estimate_from_config([base, overlay], steps=1, device="cpu", out=lines.append)
+    cells = {(r[0], r[1]) for r in map(str.split, lines) if r and r[0] in REGISTRY and r[1] != "(features)"}
+    assert cells == {("sam3", "zeroshot"), ("sam3", "coop")}
+    assert "random sam3 stand-in" in "\n".join(lines) and f"{base} + {overlay}" in lines[0]
