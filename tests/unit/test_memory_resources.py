@@ -28,7 +28,10 @@ def planned(tmp_path_factory):
     work = tmp_path_factory.mktemp("dry")
     config = yaml.safe_load((REPO / "config.yaml").read_text())
     config["results"] = str(work / "results")
-    config["benchmark"].update(methods=["zeroshot", "finetune", "coop", "vpt"], datasets=["newlook"])
+    config["benchmark"].update(models=list(REGISTRY), methods=["zeroshot", "finetune", "coop", "vpt"],
+                               datasets=["newlook"])
+    for model in REGISTRY:  # every registered model: a stand-in where the demo has none (SAM 3)
+        config["models"].setdefault(model, {"weights": "standin"})
     config["tuning"].update(workers_per_cell=2, final_seeds=2)
     config["training"]["num_workers"] = 1
     path = work / "config.yaml"
