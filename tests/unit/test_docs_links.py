@@ -104,3 +104,11 @@ def test_relative_links_resolve(page):
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(REPO)))
 def test_no_page_mentions_the_design_notes(page):
     assert "DESIGN.md" not in page.read_text(encoding="utf-8")
+
+
+def test_no_source_cites_a_document_the_repository_does_not_have():
+    root = Path(__file__).resolve().parents[2]
+    cited = [str(p.relative_to(root)) for folder in ("src", "rules", "workflow") for p in (root / folder).rglob("*")
+             if p.is_file() and p.suffix in {".py", ".smk", ".yaml", ".rst", ""}
+             and "DESIGN.md" in p.read_text(encoding="utf-8", errors="ignore")]
+    assert not cited, f"cite docs/ instead of DESIGN.md (not in the repository): {cited}"

@@ -1,6 +1,6 @@
 """Synthetic datasets written in a real raw layout (see ``prepare.py``).
 
-Three kinds drive the demo (DESIGN.md §10):
+Three kinds drive the demo (docs/explanation/demo-standins.md):
 
 - ``shapes``: pretraining set for the tiny CLIPSeg stand-in. Two discs that
   differ only in colour on a smooth textured background; the prompt names the

@@ -1,7 +1,7 @@
 """What every model adapter shares for text prompts: tokenising with room for n context tokens,
 and placing prompt tokens right after the start token.
 
-Semantics (DESIGN.md §4): prompt 0 is inserted after the start token at the embeddings
+Semantics (docs/explanation/methods.md): prompt 0 is inserted after the start token at the embeddings
 (the padding mask grows by n, the end-of-text index shifts by n); prompt k >= 1 replaces
 those n slots on the input of layer k+1.
 """

@@ -1,6 +1,6 @@
 """Training augmentation as a seeded transform: parameters drawn per sample on the CPU, applied batched on the device.
 
-The protocol (DESIGN.md §5): each with probability 0.2, a mild affine (scale 0.98–1.02, shift ±2 %,
+The paper's augmentation protocol: each with probability 0.2, a mild affine (scale 0.98–1.02, shift ±2 %,
 rotation ±5°; the mask resampled nearest) and brightness/contrast ±0.1. The parameters of sample
 ``index`` in ``epoch`` are a pure function of ``(seed, epoch, index)`` — the same draws, in the same
 order, as :func:`tunevlseg.data.cache.augment_pair` — so they can be drawn in DataLoader workers,
