@@ -72,9 +72,9 @@ def test_the_import_scan_sees_relative_imports():
     assert {"tunevlseg.prompts.base", "tunevlseg.models.base", "tunevlseg.models.cris.model"} <= names
 
 
-def test_what_the_snakefile_imports_is_torch_free():
+def test_what_the_snakefile_imports_is_torch_and_scipy_free():
     code = "import sys; " + "; ".join(f"import {m}" for m in SNAKEFILE_IMPORTS) + \
-           "; print(sorted(m for m in ('torch', 'transformers', 'monai') if m in sys.modules))"
+           "; print(sorted(m for m in ('torch', 'transformers', 'monai', 'scipy') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"

@@ -20,7 +20,6 @@ ground truth, as in the medical VLSM literature: they describe, not predict.
 from __future__ import annotations
 
 import numpy as np
-from scipy import ndimage
 
 PROMPT_KEYS = ["p0", "p1", "p2", "p3", "p4"]
 _ROWS = ("top", "", "bottom")
@@ -41,6 +40,8 @@ def size_word(fraction: float) -> str:
 
 def location_word(mask: np.ndarray) -> str:
     """3×3-grid cell of the foreground's centre of mass: 'top left', 'top', …, 'center', …, 'bottom right'."""
+    from scipy import ndimage  # here, not at import: the Snakefile's parse imports this module
+
     cy, cx = ndimage.center_of_mass(mask > 0)
     h, w = mask.shape
     row, col = _ROWS[min(int(3 * cy / h), 2)], _COLS[min(int(3 * cx / w), 2)]
@@ -49,6 +50,8 @@ def location_word(mask: np.ndarray) -> str:
 
 def count_objects(mask: np.ndarray) -> int:
     """Number of 8-connected foreground components."""
+    from scipy import ndimage
+
     return int(ndimage.label(mask > 0, structure=np.ones((3, 3), bool))[1])
 
 
