@@ -11,6 +11,7 @@ import faulthandler
 import json
 import logging
 import sys
+import traceback
 from pathlib import Path
 
 from . import __version__
@@ -478,9 +479,34 @@ def _run(args) -> int:
     except (FileNotFoundError, ValueError, KeyError, RuntimeError) as err:
         if args.verbose:
             raise
+        if not user_facing(err):  # a bug or an unexpected library error: its traceback goes to the job log
+            traceback.print_exc(file=sys.stderr)
         print(f"tunevlseg {args.command}: error: {err}", file=sys.stderr)
         return 1
     return 0
+
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def user_facing(err: BaseException) -> bool:
+    """An error the project raised for the user to read (one line is enough), not a bug.
+
+    The project's own checks raise with a message, inside ``tunevlseg``; an error raised inside a library
+    (numpy's, torch's, a file the system could not open during a computation) or a ``KeyError`` of a bare key
+    is not one of them, and its traceback is printed above the line.
+    """
+    if isinstance(err, FileNotFoundError):  # a path the user gave (or a file the workflow should have made)
+        return True
+    if isinstance(err, KeyError) and not (err.args and isinstance(err.args[0], str) and " " in err.args[0]):
+        return False
+    tb = err.__traceback__
+    last = None
+    while tb is not None:
+        last, tb = tb, tb.tb_next
+    if last is None:
+        return True
+    return Path(last.tb_frame.f_code.co_filename).resolve().is_relative_to(PACKAGE_DIR)
 
 
 if __name__ == "__main__":

@@ -166,6 +166,7 @@ def running_marker(path: Path, command: str = "", interval: float = INTERVAL_S):
     message = check_previous(path)
     if message:
         log.warning(message)
+    made = not path.parent.exists()  # a job that fails before writing anything leaves no folder behind
     path.parent.mkdir(parents=True, exist_ok=True)
     marker = _Marker(path, command)
     marker.sample()
@@ -177,6 +178,11 @@ def running_marker(path: Path, command: str = "", interval: float = INTERVAL_S):
         marker.stop.set()
         thread.join()
         path.unlink(missing_ok=True)
+        if made:
+            try:
+                path.parent.rmdir()  # only when empty
+            except OSError:
+                pass
 
 
 __all__ = ["INTERVAL_S", "alive", "check_previous", "descendants", "killed_message", "marker_path", "memory_now",

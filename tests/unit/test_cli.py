@@ -72,3 +72,29 @@ def test_version_prints_the_package_version(capsys):
     from importlib import metadata
 
     assert metadata.version("tunevlseg") == __version__
+
+
+def test_a_bug_shows_its_traceback_and_a_project_error_is_one_line(monkeypatch, capsys, tmp_path):
+    """A ValueError raised inside a library (numpy) or a KeyError of a bare key is a bug: its traceback is in the
+    job log above the one-line summary; the project's own checks stay one line."""
+    import numpy as np
+
+    from tunevlseg import cli
+
+    def library_error(args):
+        np.zeros(-1)
+
+    def bare_key(args):
+        return {}["depth"]
+
+    def project_error(args):
+        cli._settings("[1]")  # the project's own check: "--settings must be a JSON object"
+
+    for func, traceback_expected in ((library_error, True), (bare_key, True), (project_error, False)):
+        monkeypatch.setattr(cli, "cmd_show_table", func)
+        assert main(["show-table", "x.md"]) == 1
+        err = capsys.readouterr().err
+        assert ("Traceback (most recent call last)" in err) == traceback_expected, err
+        assert err.strip().splitlines()[-1].startswith("tunevlseg show-table: error: ")
+        if not traceback_expected:
+            assert len(err.strip().splitlines()) == 1
