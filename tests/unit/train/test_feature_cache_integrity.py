@@ -207,7 +207,7 @@ def test_too_little_free_space_is_one_line_with_both_numbers_and_leaves_nothing(
     needed = int(line.split("needs ")[1].split(" bytes")[0].replace(",", ""))
     assert line == (f"tunevlseg features: error: features: not enough free space for the feature cache in "
                     f"{out.parent}: needs {needed:,} bytes, 1,000 free")
-    assert list(out.parent.iterdir()) == []
+    assert not out.parent.exists() or list(out.parent.iterdir()) == []  # nothing left behind
     monkeypatch.undo()
     assert build(prepared, weights, out) == 0
     written = json.loads((out / "meta.json").read_text())["bytes"]
@@ -240,7 +240,7 @@ def test_a_full_disk_is_one_line_never_a_sigbus_and_leaves_no_tmp_folder(weights
     assert line.startswith(f"tunevlseg features: error: features: the disk of {out.parent} is full (writing "
                            "train_map1.npy): the cache needs "), line  # the 2nd file preallocated / written
     assert line.endswith("free; nothing was kept")
-    assert list(out.parent.iterdir()) == []
+    assert not out.parent.exists() or list(out.parent.iterdir()) == []  # nothing left behind
 
 
 def test_folders_left_by_killed_builds_are_removed_by_the_next(weights, prepared, tmp_path, caplog):
