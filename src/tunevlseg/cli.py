@@ -127,7 +127,7 @@ def cmd_features(args) -> None:
 def cmd_estimate(args) -> None:
     from .estimate import estimate_from_config
 
-    estimate_from_config(Path(args.configfile), steps=args.steps, device=args.device, batch_size=args.batch_size,
+    estimate_from_config([Path(p) for p in args.configfile], steps=args.steps, device=args.device, batch_size=args.batch_size,
                          samples=args.samples)
 
 
@@ -206,17 +206,21 @@ def cmd_report(args) -> None:
 
 
 def cmd_check_config(args) -> None:
-    from .config import check_config, effective_settings_lines, load_config_file, validate_schema
+    from .config import check_config, check_required, effective_settings_lines, load_config_files, validate_schema
 
     schema = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
-    for path in args.paths:
-        config = load_config_file(path)
+    # like `snakemake --configfile A.yaml B.yaml`: the files merged in order, checked as one config
+    groups = [[p] for p in args.paths] if args.each else [args.paths]
+    for paths in groups:
+        name = " + ".join(map(str, paths))
+        config = load_config_files(paths)
         if schema.is_file():
-            validate_schema(config, str(path), schema)
-        check_config(_with_schema_defaults(config), str(path))
-        print(f"{path}: ok")
+            check_required(config, name, schema)
+            validate_schema(config, name, schema)
+        check_config(_with_schema_defaults(config), name)
+        print(f"{name}: ok")
         if args.show_effective:
-            print(f"{path}: effective method settings (README \"Configuration\": precedence)")
+            print(f"{name}: effective method settings (README \"Configuration\": precedence)")
             print("\n".join(effective_settings_lines(config)))
 
 
@@ -298,7 +302,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_features)
 
     p = sub.add_parser("estimate", help="time a few steps per (model, method) and print what the grid costs")
-    p.add_argument("--configfile", default="config.yaml")
+    p.add_argument("--configfile", nargs="+", default=["config.yaml"],
+                   help="workflow config file(s), merged in order as for snakemake --configfile (default config.yaml)")
     p.add_argument("--steps", type=int, default=3, help="timed training steps per (model, method) and path")
     p.add_argument("--device", default=None, help="default: the config's device")
     p.add_argument("--batch-size", type=int, default=None,
@@ -338,7 +343,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_parser(sub)
 
     p = sub.add_parser("check-config", help="check config files: YAML syntax (file and line), schema, cross-references")
-    p.add_argument("paths", nargs="+", help="config files, e.g. config.yaml my_paper.yaml")
+    p.add_argument("paths", nargs="+", help="config files, merged in order as `snakemake --configfile A B` "
+                                            "merges them, e.g. workflow/presets/paper.yaml workflow/presets/fast.yaml")
+    p.add_argument("--each", action="store_true", help="check every file on its own instead of their merge")
     p.add_argument("--show-effective", action="store_true",
                    help="print each grid method's effective search, fixed and training settings and where each "
                         "value comes from (a config key, the method catalogue or the schema's default)")

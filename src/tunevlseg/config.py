@@ -64,6 +64,38 @@ def load_config_file(path: str | Path) -> dict:
     return data
 
 
+def merge_configs(base: dict, *overlays: dict) -> dict:
+    """``base`` with each overlay merged in turn, as Snakemake merges several ``--configfile`` files: a
+    mapping merges key by key (recursively), any other value (list, scalar, null) replaces. Inputs are
+    not modified."""
+    out = copy.deepcopy(base)
+    for overlay in overlays:
+        for key, value in overlay.items():
+            if isinstance(value, dict) and isinstance(out.get(key), dict):
+                out[key] = merge_configs(out[key], value)
+            else:
+                out[key] = copy.deepcopy(value)
+    return out
+
+
+def load_config_files(paths) -> dict:
+    """Config files merged in order (:func:`merge_configs`); a YAML error names its file and line."""
+    configs = [load_config_file(p) for p in paths]
+    return merge_configs(configs[0], *configs[1:]) if configs else {}
+
+
+def check_required(config: dict, source: str, schema_path: str | Path = SCHEMA) -> None:
+    """One line naming the schema's missing top-level keys (an overlay given without its base), instead
+    of a dump of the whole schema."""
+    import yaml
+
+    required = yaml.safe_load(Path(schema_path).read_text(encoding="utf-8")).get("required", [])
+    missing = [k for k in required if k not in config]
+    if missing:
+        raise ConfigError(source, "top level", f"missing {', '.join(missing)}; if this is an overlay, give its "
+                                               "base first: --configfile base.yaml overlay.yaml")
+
+
 def validate_schema(config: dict, source: str, schema_path: str | Path) -> None:
     """The JSON schema check with the offending key path and the file named (defaults are not filled)."""
     import jsonschema

@@ -302,18 +302,21 @@ def cell_cost(t: PairTiming, training: dict, tuning: dict, samples: tuple[int, i
     return runs * one_training, step
 
 
-def load_config(path: Path) -> dict:
-    """A workflow config as the Snakefile sees it (the schema's defaults filled in, training's per method) and the
-    workflow's own checks applied."""
-    import yaml
+def load_config(paths) -> dict:
+    """A workflow config (one path, or several merged in order as ``snakemake --configfile A B`` merges them)
+    as the Snakefile sees it (the schema's defaults filled in, training's per method), the workflow's own
+    checks applied."""
+    from .config import check_config, check_required, load_config_files, validate_workflow_config
 
-    from .config import check_config, validate_workflow_config
-
-    if not path.is_file():
-        raise FileNotFoundError(f"config file not found: {path}")
-    config = yaml.safe_load(path.read_text()) or {}
+    paths = [Path(paths)] if isinstance(paths, (str, Path)) else [Path(p) for p in paths]
+    for path in paths:
+        if not path.is_file():
+            raise FileNotFoundError(f"config file not found: {path}")
+    config = load_config_files(paths)
+    source = " + ".join(map(str, paths))
+    check_required(config, source)
     validate_workflow_config(config)
-    check_config(config, str(path))
+    check_config(config, source)
     return config
 
 
@@ -331,21 +334,22 @@ def parse_samples(items: list[str]) -> dict:
     return out
 
 
-def estimate_from_config(path: Path, steps: int = 3, device: str | None = None, batch_size: int | None = None,
+def estimate_from_config(path, steps: int = 3, device: str | None = None, batch_size: int | None = None,
                          samples: list[str] | None = None, out=print) -> float:
-    """Time, multiply, print the table; returns the total hours."""
+    """Time, multiply, print the table; returns the total hours. ``path``: a config file or several (merged)."""
     from .config import (effective_settings, global_training, make_grid, model_options, model_size, training_settings,
                          uses_feature_cache, weights_value)
     from .train.loop import pick_device
 
-    config = load_config(Path(path))
+    config = load_config(path)
     overrides = parse_samples(samples or [])
     dev = pick_device(device or config.get("device", "auto"))
     unit = "GPU" if dev.type == "cuda" else "CPU"
     timing_batch = batch_size or (global_training(config)["batch_size"] if dev.type == "cuda" else 2)
     grid = make_grid(config)
     tuning = config.get("tuning", {})
-    out(f"estimate of {path} on {dev} ({torch.get_num_threads()} threads), timing batch {timing_batch}, "
+    name = " + ".join(map(str, path)) if isinstance(path, (list, tuple)) else path
+    out(f"estimate of {name} on {dev} ({torch.get_num_threads()} threads), timing batch {timing_batch}, "
         f"{steps} steps per measurement; times scaled per image to the configured batch")
     timings, notes = {}, []
     for model in grid.models:

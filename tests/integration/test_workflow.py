@@ -281,6 +281,18 @@ def test_a_yaml_error_in_config_yaml_names_the_file_and_line(tmp_path):
     assert out.returncode != 0 and "config.yaml: line 4, column 10: not valid YAML" in out.stdout + out.stderr
 
 
+def test_an_overlay_merges_after_its_base_and_alone_fails_in_one_line(tmp_path):
+    write_config(tmp_path, reduced_config())
+    (tmp_path / "overlay.yaml").write_text("tuning:\n  n_trials: 3\nreport:\n  dpi: 90\n")
+    out = snakemake(tmp_path, "-n", "-p", "--configfile", "config.yaml", "overlay.yaml", timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert '\\"n_trials\\": 3' in out.stdout + out.stderr or '"n_trials": 3' in out.stdout + out.stderr
+    out = snakemake(tmp_path, "-n", "--configfile", "overlay.yaml", timeout=120)
+    text = out.stdout + out.stderr
+    assert out.returncode != 0 and len(text.splitlines()) < 10, text[-3000:]
+    assert "overlay.yaml: top level: missing datasets, models, benchmark; if this is an overlay" in text
+
+
 def test_paths_with_spaces_are_quoted_in_every_job(tmp_path):
     cfg = reduced_config()
     cfg["results"] = "my results"
