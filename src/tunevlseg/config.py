@@ -248,6 +248,19 @@ def validate_workflow_config(config: dict, schema: str | Path = SCHEMA) -> None:
     config["training"] = training or {}
 
 
+def load_workflow_config(paths) -> dict:
+    """A config as the Snakefile sees it: the files (one, or several merged in order as ``snakemake --configfile
+    A B`` merges them), the schema's defaults filled in (training's per method), the workflow's checks applied.
+    Used by ``tunevlseg estimate`` and ``tunevlseg status``."""
+    paths = [Path(paths)] if isinstance(paths, (str, Path)) else [Path(p) for p in paths]
+    config = load_config_files(paths)
+    source = " + ".join(map(str, paths))
+    check_required(config, source)
+    validate_workflow_config(config)
+    check_config(config, source)
+    return config
+
+
 def _merge_hyperparameters(catalogue: dict, given: dict, where: str) -> dict:
     """``search`` and ``fixed`` (name → (value, source)): the catalogue's, except that each hyper-parameter
     the config names under either part is the config's in both (null: neither); a part given as null

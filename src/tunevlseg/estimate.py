@@ -303,21 +303,10 @@ def cell_cost(t: PairTiming, training: dict, tuning: dict, samples: tuple[int, i
 
 
 def load_config(paths) -> dict:
-    """A workflow config (one path, or several merged in order as ``snakemake --configfile A B`` merges them)
-    as the Snakefile sees it (the schema's defaults filled in, training's per method), the workflow's own
-    checks applied."""
-    from .config import check_config, check_required, load_config_files, validate_workflow_config
+    """The workflow config of one path or several (merged): :func:`tunevlseg.config.load_workflow_config`."""
+    from .config import load_workflow_config
 
-    paths = [Path(paths)] if isinstance(paths, (str, Path)) else [Path(p) for p in paths]
-    for path in paths:
-        if not path.is_file():
-            raise FileNotFoundError(f"config file not found: {path}")
-    config = load_config_files(paths)
-    source = " + ".join(map(str, paths))
-    check_required(config, source)
-    validate_workflow_config(config)
-    check_config(config, source)
-    return config
+    return load_workflow_config(paths)
 
 
 def parse_samples(items: list[str]) -> dict:

@@ -72,3 +72,25 @@ def test_version_prints_the_package_version(capsys):
     from importlib import metadata
 
     assert metadata.version("tunevlseg") == __version__
+
+
+def _options_without_help(parser, name="tunevlseg") -> list[str]:
+    import argparse
+
+    missing = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub_name, sub in action.choices.items():
+                missing += _options_without_help(sub, f"{name} {sub_name}")
+        elif not isinstance(action, argparse._HelpAction) and not (action.help or "").strip():
+            missing.append(f"{name} {'/'.join(action.option_strings) or action.dest}")
+    return missing
+
+
+def test_every_option_of_every_subcommand_has_help():
+    from tunevlseg.cli import build_parser
+
+    parser = build_parser()
+    assert _options_without_help(parser) == []
+    subcommands = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction").choices
+    assert {"tune", "status", "check-config", "data"} <= set(subcommands)  # the walk reaches them
