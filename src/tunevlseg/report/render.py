@@ -114,7 +114,8 @@ def _write_cost(grid: Grid, cost: pd.DataFrame, dice: pd.DataFrame, tables: Path
     write_csv(path, cost)
     points = dice_vs_params(cost, dice)
     write_csv(Path(files["params_table"]), points)
-    return [path, Path(files["params_table"]), plot_dice_vs_params(points, files["dice_vs_params"], dpi=dpi)]
+    return [path, Path(files["params_table"]), plot_dice_vs_params(points, files["dice_vs_params"], dpi=dpi,
+                                                                   datasets=list(grid.datasets))]
 
 
 class _Done:
@@ -234,7 +235,7 @@ def render_report(grid: Grid, cells: Mapping[Cell, Path], tables: Path, figures:
         out.append(plot_dice_heatmap(shown, files["heatmap"], dpi=dpi, datasets=datasets, rows=rows,
                                      unstable=unstable))
         correlations = depth_correlations(trials)
-        out.append(plot_depth_vs_dice(trials, files["depth"], dpi=dpi, corr=correlations))
+        out.append(plot_depth_vs_dice(trials, files["depth"], dpi=dpi, corr=correlations, datasets=datasets))
         write_csv(Path(files["correlations"]), correlations)
         domain_table = domain_means(shown, grid.domains, datasets=datasets, rows=rows)
         write_csv(Path(files["domain_table"]), domain_table)

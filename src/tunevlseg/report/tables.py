@@ -232,10 +232,32 @@ def _latex(table: pd.DataFrame, bold: pd.DataFrame, note: str = "") -> str:
     return "\n".join(lines) + "\n"
 
 
+_HTML_STYLE = ("body{font-family:sans-serif;font-size:13px;margin:8px}table{border-collapse:collapse}"
+               "th,td{padding:3px 8px;border-bottom:1px solid #ddd;text-align:right;white-space:nowrap}"
+               "th:first-child,td:first-child{text-align:left}thead th{border-bottom:2px solid #333}"
+               "p{color:#444;font-size:12px}")
+
+
+def _html(table: pd.DataFrame, bold: pd.DataFrame, note: str = "") -> str:
+    """A self-contained HTML page of the table (what ``snakemake --report`` shows inline): bold as in md."""
+    from html import escape
+
+    head = "".join(f"<th>{escape(str(h))}</th>" for h in ["model · method", *table.columns])
+    body = []
+    for row in table.index:
+        cells = [f"<td><b>{escape(str(v))}</b></td>" if bold.at[row, c] else f"<td>{escape(str(v))}</td>"
+                 for c, v in table.loc[row].items()]
+        body.append(f"<tr><th scope=\"row\">{escape(str(row))}</th>{''.join(cells)}</tr>")
+    foot = f"<p>{escape(note.strip())}</p>" if note.strip() else ""
+    return (f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>Dice table</title>'
+            f"<style>{_HTML_STYLE}</style></head><body>\n<table><thead><tr>{head}</tr></thead><tbody>\n"
+            + "\n".join(body) + f"\n</tbody></table>{foot}\n</body></html>\n")
+
+
 def write_dice_tables(best: pd.DataFrame, out_prefix: Path, datasets: list[str] | None = None,
                       rows: list[str] | None = None, not_worse: pd.DataFrame | None = None,
                       unstable: pd.DataFrame | None = None) -> list[Path]:
-    """Write the Dice table as ``<out_prefix>.csv``, ``.md`` and ``.tex``; return the three paths.
+    """Write the Dice table as ``<out_prefix>.csv``, ``.md``, ``.tex`` and ``.html``; return the four paths.
 
     * csv: numeric; index ``row`` (``model · method``), columns ``model, method``,
       ``<dataset>_mean, <dataset>_std`` per dataset and ``mean``; empty fields for absent cells.
@@ -250,6 +272,7 @@ def write_dice_tables(best: pd.DataFrame, out_prefix: Path, datasets: list[str] 
       :func:`tunevlseg.report.stats.versus_best` frame) or, without it, the best mean of the column
       (ties at 3 decimals included); in the ``mean`` column always the best mean as shown.
     * tex: a booktabs ``tabular`` with the same marks in ``\\textbf{}``.
+    * html: the md table as a self-contained page (shown inline by ``snakemake --report``), marks in ``<b>``.
 
     Cells listed in ``unstable`` (a :func:`tunevlseg.report.stats.unstable_cells` frame) end in
     :data:`UNSTABLE_MARK` in md and tex, with :data:`UNSTABLE_NOTE` under the table.
@@ -263,9 +286,10 @@ def write_dice_tables(best: pd.DataFrame, out_prefix: Path, datasets: list[str] 
     flags = unstable_mask(unstable, list(stds.columns), list(means.index))
     marked = _marked(table, flags)
     note = f"\n{UNSTABLE_NOTE}\n" if flags.any().any() else ""
-    csv_path, md_path, tex_path = (out_prefix.with_name(out_prefix.name + s)
-                                   for s in (".csv", ".md", ".tex"))
+    csv_path, md_path, tex_path, html_path = (out_prefix.with_name(out_prefix.name + s)
+                                              for s in (".csv", ".md", ".tex", ".html"))
     write_text_atomic(csv_path, _numeric_csv(best, means, stds, not_worse, flags).to_csv())
     write_text_atomic(md_path, _markdown(marked, bold) + note)
     write_text_atomic(tex_path, _latex(marked, bold, UNSTABLE_NOTE if note else ""))
-    return [csv_path, md_path, tex_path]
+    write_text_atomic(html_path, _html(marked, bold, note))
+    return [csv_path, md_path, tex_path, html_path]
