@@ -235,7 +235,9 @@ def cmd_status(args) -> None:
 
     config = load_workflow_config(args.configfile)
     results = args.results or layout(config).results
-    print("\n".join(status_lines(grid_status(make_grid(config), results, config["tuning"]["n_trials"]))))
+    tuning = config["tuning"]
+    cells = grid_status(make_grid(config), results, tuning["n_trials"], tuning.get("final_seeds", 1))
+    print("\n".join(status_lines(cells)))
 
 
 def _with_schema_defaults(config: dict) -> dict:

@@ -1,7 +1,7 @@
 """`tunevlseg status`: how far every cell of the grid is, read from the cell folders (never written).
 
-Per cell: trials finished / planned (``tuning.n_trials``; one evaluation for an untuned method), the best
-validation Dice so far, whether a worker is running it now (a RUNNING trial whose ``trials/NNN/owner.lock``
+Per cell: trials finished / planned (``tuning.n_trials``; one evaluation for an untuned method), seed
+replicates written / planned (``tuning.final_seeds``), the best validation Dice so far, whether a worker is running it now (a RUNNING trial whose ``trials/NNN/owner.lock``
 is held: :mod:`tunevlseg.tune`), and an ETA from the finished trials' durations. The Optuna journal is read
 as plain JSON lines, so nothing is locked, repaired or created, and neither Optuna nor torch is imported.
 """
@@ -41,6 +41,8 @@ class CellStatus:
     trials: list[Trial] = field(default_factory=list)
     running: int = 0
     finished_cell: bool = False
+    seeds_planned: int = 1
+    seeds_done: int = 0
 
     @property
     def done(self) -> int:
@@ -129,9 +131,11 @@ def lock_held(path: Path) -> bool:
     return any(key in line.split() for line in table.splitlines())
 
 
-def cell_status(files: CellFiles, cell: tuple[str, str, str], planned: int) -> CellStatus:
+def cell_status(files: CellFiles, cell: tuple[str, str, str], planned: int, seeds: int = 1) -> CellStatus:
     """One cell's progress from its folder (empty when the folder does not exist)."""
-    status = CellStatus(cell, planned, finished_cell=Path(files.best_json).is_file())
+    done = sum(Path(files.seed(r).result_json).is_file() for r in range(seeds))
+    status = CellStatus(cell, planned, finished_cell=Path(files.best_json).is_file(), seeds_planned=seeds,
+                        seeds_done=done)
     if Path(files.journal).is_file():
         status.trials = read_journal(Path(files.journal))
     elif Path(files.trials_csv).is_file():
@@ -141,12 +145,14 @@ def cell_status(files: CellFiles, cell: tuple[str, str, str], planned: int) -> C
     return status
 
 
-def grid_status(grid: Grid, results: str | Path, n_trials: int) -> list[CellStatus]:
+def grid_status(grid: Grid, results: str | Path, n_trials: int, final_seeds: int = 1) -> list[CellStatus]:
+    """Every cell's progress; an untuned method (zero-shot) plans one evaluation and one replicate."""
     from .cells import Layout
     from .methods import METHODS
 
     layout = Layout(str(results))
-    return [cell_status(layout.cell(*c), c, n_trials if METHODS[c[1]].tuned else 1) for c in grid.cells()]
+    return [cell_status(layout.cell(*c), c, *((n_trials, final_seeds) if METHODS[c[1]].tuned else (1, 1)))
+            for c in grid.cells()]
 
 
 def _duration(seconds: float | None) -> str:
@@ -164,7 +170,7 @@ def status_lines(cells: list[CellStatus]) -> list[str]:
     mean trial duration for its ETA (marked ~)."""
     every = [d for c in cells for d in c.durations]
     fallback = statistics.fmean(every) if every else None
-    header = ("cell", "trials", "best val Dice", "state", "ETA")
+    header = ("cell", "trials", "seeds", "best val Dice", "state", "ETA")
     rows = []
     for c in cells:
         state = ("done" if c.finished_cell else f"running ({c.running})" if c.running
@@ -173,7 +179,8 @@ def status_lines(cells: list[CellStatus]) -> list[str]:
         eta = c.eta_s(fallback)
         guess = "~" if c.remaining and not c.durations and eta is not None else ""
         best = c.best_val_dice
-        rows.append((ROW_SEP.join(c.cell), f"{c.done}/{c.planned}", "—" if best is None else f"{best:.3f}", state,
+        rows.append((ROW_SEP.join(c.cell), f"{c.done}/{c.planned}", f"{c.seeds_done}/{c.seeds_planned}",
+                     "—" if best is None else f"{best:.3f}", state,
                      "—" if c.finished_cell else guess + _duration(eta)))
     widths = [max(len(r[i]) for r in (header, *rows)) for i in range(len(header))]
     lines = ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in (header, *rows)]
@@ -181,6 +188,7 @@ def status_lines(cells: list[CellStatus]) -> list[str]:
     left = "unknown (no trial finished yet)" if None in etas else _duration(sum(etas))
     lines.append(f"{sum(c.finished_cell for c in cells)}/{len(cells)} cells done, "
                  f"{sum(min(c.done, c.planned) for c in cells)}/{sum(c.planned for c in cells)} trials, "
+                 f"{sum(c.seeds_done for c in cells)}/{sum(c.seeds_planned for c in cells)} seed replicates, "
                  f"{sum(c.running for c in cells)} running; about {left} of trial time left "
-                 "(seed replicates and the report not included)")
+                 "(not counting the seed replicates' retraining)")
     return lines

@@ -219,7 +219,13 @@ def test_snakemake_report_embeds_every_figure_with_its_caption(demo_run):
     html = (workdir / "results/report.html").read_text()
     missing = [name for name, phrase in caption_phrases().items() if phrase not in html]
     assert not missing, missing
+    # docutils renders every caption: no warning (e.g. a duplicate link target) while building or in the page
+    warnings = re.findall(r"\((?:WARNING|ERROR|SEVERE)/\d\).*", out.stdout + out.stderr)
+    assert warnings == [], warnings[:5]
+    assert "system-message" not in html  # a docutils message rendered into a caption
     added = re.findall(r"^Adding (\S+) \(", out.stdout + out.stderr, re.M)
+    # the Dice table is an HTML page the report shows inline (a csv would only be downloaded)
+    assert "dice.html" in added and "dice.csv" not in added
     bench = cfg["benchmark"]
     n_tuned = len([k for _, k in grid_rows(cfg) if k != "zeroshot"]) * len(bench["datasets"])
     # tables csv, heat map, domain bars, depth figure + csv, pairwise, rank stability, CD diagram, cost table,

@@ -39,7 +39,7 @@ def _journal(path: Path, trials: list[dict]) -> None:
 def _config(tmp_path: Path) -> Path:
     cfg = yaml.safe_load((REPO / "config.yaml").read_text())
     cfg["benchmark"].update(models=["clipseg"], methods=["zeroshot", "coop", "vpt"], datasets=["newlook"])
-    cfg["tuning"]["n_trials"] = 5
+    cfg["tuning"].update(n_trials=5, final_seeds=2)
     cfg["results"] = str(tmp_path / "res")
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(cfg))
@@ -64,6 +64,8 @@ def _cells(tmp_path: Path, dataset: str):
     Path(zs.trials_csv).write_text("model,method,dataset,trial,state,val_dice,duration_s\n"
                                    f"clipseg,zeroshot,{dataset},0,COMPLETE,0.25,4.0\n")
     Path(zs.best_json).write_text("{}")
+    zs.seed(0).path.mkdir(parents=True)
+    Path(zs.seed(0).result_json).write_text("{}")
     return coop, vpt, zs
 
 
@@ -80,13 +82,13 @@ def test_status_counts_trials_best_dice_running_and_eta(tmp_path, capsys):
     out = capsys.readouterr().out.splitlines()
     rows = {line.split("  ")[0]: line.split() for line in out[1:-1]}
     zs_row, coop_row, vpt_row = (rows[f"clipseg · {m} · {dataset}"][5:] for m in ("zeroshot", "coop", "vpt"))
-    assert zs_row == ["1/1", "0.250", "done", "—"]
+    assert zs_row == ["1/1", "1/1", "0.250", "done", "—"]
     # 3 trials left × mean(60, 120) s, one worker running: 270 s = 4 min (the pruned trial's 0.7 is no best)
-    assert coop_row == ["2/5", "0.610", "running", "(1)", "4", "min"]
+    assert coop_row == ["2/5", "0/2", "0.610", "running", "(1)", "4", "min"]
     # 4 trials left × 100 s (from the journal's timestamps), nobody running
-    assert vpt_row == ["1/5", "0.420", "interrupted", "7", "min"]
-    assert out[-1] == ("1/3 cells done, 4/11 trials, 1 running; about 11 min of trial time left "
-                       "(seed replicates and the report not included)")
+    assert vpt_row == ["1/5", "0/2", "0.420", "interrupted", "7", "min"]
+    assert out[-1] == ("1/3 cells done, 4/11 trials, 1/5 seed replicates, 1 running; about 11 min of trial time "
+                       "left (not counting the seed replicates' retraining)")
     assert after == before  # nothing written, no study created
 
 
@@ -98,9 +100,10 @@ def test_a_cell_without_trials_gets_the_grid_mean_and_a_missing_results_folder_i
              [dict(state=1, val_dice=0.5, duration_s=30.0)])
     lines = status_lines(grid_status(grid, tmp_path, 3))
     assert lines[2].split()[-3:] == ["waiting", "~2", "min"]  # 3 trials × the grid's mean 30 s = 90 s
-    assert lines[-1].startswith("0/2 cells done, 1/6 trials, 0 running; about 2 min")
+    assert lines[-1].startswith("0/2 cells done, 1/6 trials, 0/2 seed replicates, 0 running; about 2 min")
     empty = status_lines(grid_status(grid, tmp_path / "nothing", 3))
-    assert empty[-1].startswith("0/2 cells done, 0/6 trials, 0 running; about unknown (no trial finished yet)")
+    assert empty[-1].startswith("0/2 cells done, 0/6 trials, 0/2 seed replicates, 0 running; about unknown "
+                                "(no trial finished yet)")
     assert not (tmp_path / "nothing").exists()
 
 
