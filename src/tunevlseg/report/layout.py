@@ -25,9 +25,7 @@ def figure_files(figures: str | Path, grid: Grid) -> dict:
     f = Path(figures)
 
     def cell_path(cell: tuple[str, str, str], name: str) -> str:
-        # the file name names the cell: `snakemake --report` links each file by its name (a repeated one
-        # is a docutils warning in every caption)
-        return str(f.joinpath("optuna", *cell, f"{'.'.join(cell)}.{name}"))
+        return str(f.joinpath("optuna", *cell, name))
 
     return {
         "heatmap": str(f / "dice_heatmap.png"),
