@@ -294,17 +294,29 @@ def _draw_forest(ax, corr: pd.DataFrame, palette: dict[str, tuple], datasets: li
             ax.plot([c["ci_low"], c["ci_high"]], [y - 0.3, y - 0.3], color=palette[row], lw=2.2)
             ax.plot(c["rho"], y - 0.3, "D", color=palette[row], ms=6)
         else:
-            n = every.loc[(every["row"] == row) & (every["dataset"] == POOLED), "n"]
-            n = int(n.iat[0]) if len(n) else 0
-            note = too_small(n, MIN_RHO_TRIALS, "pooled") if n < MIN_RHO_TRIALS else "pooled ρ undefined"
-            ax.text(0.0, y, note, ha="center", va="center", fontsize=7, color=palette[row])
+            ax.text(0.0, y, _pooled_note(every.loc[every["row"] == row]), ha="center", va="center", fontsize=7,
+                    color=palette[row], bbox={"facecolor": "white", "edgecolor": "none", "pad": 1.0})
     ax.axvline(0.0, color="0.3", lw=0.8, ls=":")
     ax.set_yticks(range(len(rows)), rows, fontsize=8)
-    ax.invert_yaxis()
+    ax.set_ylim(len(rows) - 0.4, -0.6)  # first row on top, every note inside the axes
     ax.set_xlim(-1.05, 1.05)
     ax.set_xlabel("Spearman ρ (depth, test Dice), 95 % bootstrap CI")
     ax.set_title("ρ per dataset (grey) and pooled (◆)")
     ax.grid(axis="x", alpha=0.3)
+
+
+def _pooled_note(corr: pd.DataFrame) -> str:
+    """Why a row has no pooled ρ: too few trials per dataset (each needs ``MIN_POOLED_STRATUM``), too few in
+    all, or nothing varied."""
+    per_dataset = corr.loc[corr["dataset"] != POOLED, "n"]
+    pooled = corr.loc[corr["dataset"] == POOLED, "n"]
+    n = int(pooled.iat[0]) if len(pooled) else 0
+    most = int(per_dataset.max()) if len(per_dataset) else 0
+    if most < MIN_POOLED_STRATUM:
+        return f"pooled ρ: {too_small(most, MIN_POOLED_STRATUM, 'trials per dataset')}"
+    if n < MIN_RHO_TRIALS:
+        return f"pooled ρ: {too_small(n, MIN_RHO_TRIALS)}"
+    return "pooled ρ undefined: depth or Dice constant"
 
 
 #: tab20 hue pairs (dark, light) in method catalogue order; grey (7) last, for an 11th method or more.

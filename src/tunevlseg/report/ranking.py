@@ -37,7 +37,7 @@ N_RANK_BOOT = 1000
 STABILITY_COLUMNS = ("dataset", "row", "score", "rank", "keep_share", "n_images", "n_resamples")
 MIN_ROWS, MIN_DATASETS = MIN_CD_ROWS, MIN_CD_DATASETS  # one place: tunevlseg.report.stats
 #: Tied mean ranks are drawn side by side, this far apart on the rank axis (their labels give the true rank).
-TIE_OFFSET = 0.06
+TIE_OFFSET = 0.12
 CD_TITLE = "Critical difference: mean rank over datasets (1 = best)"
 
 

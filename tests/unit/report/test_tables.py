@@ -309,6 +309,11 @@ def test_the_issue_demo_pooled_rho_from_three_two_trial_datasets_is_not_shown():
     from tunevlseg.report.figures import _legend_label
 
     assert _legend_label("m · coop", math.nan, math.nan, n=2) == "m · coop (ρ: n too small (n = 2, needs ≥ 5))"
+    from tunevlseg.report.figures import _pooled_note
+
+    assert _pooled_note(corr) == "pooled ρ: n too small (n = 2 trials per dataset, needs ≥ 3)"
+    four = pd.DataFrame(_trial_rows("m", "coop", "a", MONOTONE[:4]))
+    assert _pooled_note(depth_correlations(four)) == "pooled ρ: n too small (n = 4, needs ≥ 5)"
 
 
 # --------------------------------------------------------------------------- figures
