@@ -191,7 +191,7 @@ def _pooled_row(model: str, method: str, groups: list[pd.DataFrame]) -> tuple:
     return (POOLED, model, method, n, float(result.statistic), float(result.pvalue), *_rank_corr_ci(strata))
 
 
-def depth_correlations(trials: pd.DataFrame) -> pd.DataFrame:
+def depth_correlations(trials: pd.DataFrame, datasets: list[str] | None = None) -> pd.DataFrame:
     """Spearman correlation of prompt depth vs test Dice per (dataset, model, method), and pooled.
 
     Uses the COMPLETE trials of prompt-tuning methods (baselines ``zeroshot`` / ``finetune``
@@ -204,7 +204,7 @@ def depth_correlations(trials: pd.DataFrame) -> pd.DataFrame:
     Spearman rho; datasets with fewer than ``MIN_POOLED_STRATUM`` trials or where depth or Dice never
     varied are left out, ``n`` counts the rest; NaN when ``n < MIN_RHO_TRIALS``),
     p is Pearson's, the interval resamples trials within each dataset.  These are the numbers of
-    :func:`plot_depth_vs_dice`.  TPE's trials are not independent samples (later trials follow
+    :func:`plot_depth_vs_dice`.  With ``datasets`` (the config's order) the lines follow it.  TPE's trials are not independent samples (later trials follow
     the earlier), so the p-values and intervals are descriptive.
     """
     tuned = _tuned_trials(trials)
@@ -218,6 +218,10 @@ def depth_correlations(trials: pd.DataFrame) -> pd.DataFrame:
         for (model, method), grp in tuned.groupby(["model", "method"]):
             pooled.append(_pooled_row(model, method, [g for _, g in grp.groupby("dataset")]))
     frame = pd.DataFrame(rows + pooled, columns=list(CORR_COLUMNS))
+    if datasets is not None and not frame.empty:  # per-dataset lines in the config's order, pooled last
+        place = {d: i for i, d in enumerate(order_datasets(frame.loc[frame["dataset"] != POOLED], datasets))}
+        frame = frame.sort_values("dataset", key=lambda col: col.map(place).fillna(len(place)), kind="stable")
+        frame = frame.reset_index(drop=True)
     return frame.astype({"n": int, "rho": float, "p": float, "ci_low": float, "ci_high": float})
 
 

@@ -234,7 +234,7 @@ def render_report(grid: Grid, cells: Mapping[Cell, Path], tables: Path, figures:
                                  unstable=unstable)
         out.append(plot_dice_heatmap(shown, files["heatmap"], dpi=dpi, datasets=datasets, rows=rows,
                                      unstable=unstable))
-        correlations = depth_correlations(trials)
+        correlations = depth_correlations(trials, datasets)
         out.append(plot_depth_vs_dice(trials, files["depth"], dpi=dpi, corr=correlations, datasets=datasets))
         write_csv(Path(files["correlations"]), correlations)
         domain_table = domain_means(shown, grid.domains, datasets=datasets, rows=rows)

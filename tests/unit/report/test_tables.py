@@ -291,6 +291,15 @@ def test_pooled_depth_correlation_is_the_trial_weighted_mean(trials_frame):
     assert vpt["ci_low"] < vpt["rho"] < vpt["ci_high"]
 
 
+def test_depth_correlations_follow_the_config_dataset_order(trials_frame):
+    corr = depth_correlations(trials_frame, datasets=["tissue", "polyp"])
+    assert list(dict.fromkeys(corr["dataset"])) == ["tissue", "polyp", POOLED]
+    assert list(dict.fromkeys(depth_correlations(trials_frame)["dataset"])) == ["polyp", "tissue", POOLED]
+    pd.testing.assert_frame_equal(corr.sort_values(["dataset", "model", "method"]).reset_index(drop=True),
+                                  depth_correlations(trials_frame).sort_values(["dataset", "model", "method"])
+                                  .reset_index(drop=True))
+
+
 def test_depth_rho_and_interval_need_five_trials():
     corr = depth_correlations(pd.DataFrame(_trial_rows("m", "coop", "a", MONOTONE[:4])))
     row = _corr_row(corr, "a", "m", "coop")
