@@ -16,7 +16,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import NullLocator
 
 from tunevlseg.report.collect import CELL_KEYS, order_datasets, with_row_labels
-from tunevlseg.report.figures import PANEL_COLS, new_figure, placeholder, row_palette, save_figure
+from tunevlseg.report.figures import PANEL_COLS, colours, new_figure, placeholder, save_figure
 
 __all__ = ["COST_COLUMNS", "cost_table", "dice_vs_params", "pareto_front", "plot_dice_vs_params"]
 
@@ -83,7 +83,8 @@ def dice_vs_params(cost: pd.DataFrame, dice: pd.DataFrame) -> pd.DataFrame:
     return points[["panel", "row", "n_trainable", "dice", "pareto"]]
 
 
-def plot_dice_vs_params(points: pd.DataFrame, out_png: Path, dpi: int = 150, datasets: list[str] | None = None) -> Path:
+def plot_dice_vs_params(points: pd.DataFrame, out_png: Path, dpi: int = 150, datasets: list[str] | None = None,
+                        palette: dict | None = None) -> Path:
     """Dice against trainable parameters (log x), a panel per dataset plus the mean over datasets.
 
     One colour per ``model · method``; Pareto-front points ringed in black and joined by a step
@@ -95,7 +96,7 @@ def plot_dice_vs_params(points: pd.DataFrame, out_png: Path, dpi: int = 150, dat
         return placeholder(out_png, dpi, TITLE)
     per_dataset = points.loc[points["panel"] != ALL_DATASETS].rename(columns={"panel": "dataset"})
     panels = [*order_datasets(per_dataset, datasets), ALL_DATASETS]
-    palette = row_palette(list(dict.fromkeys(points["row"])))
+    palette = colours(list(dict.fromkeys(points["row"])), palette)
     n_cols = min(PANEL_COLS, len(panels))
     n_rows = math.ceil(len(panels) / n_cols)
     fig = new_figure(4.6 * n_cols + 2.5, 3.6 * n_rows)

@@ -20,12 +20,11 @@ from scipy import stats
 
 from tunevlseg.cells import ROW_SEP
 from tunevlseg.methods import METHODS
-from tunevlseg.models.registry import REGISTRY as MODELS
 from tunevlseg.report.collect import BASELINES, atomic_path, order_datasets, order_rows, with_row_labels
 from tunevlseg.report.stats import CONFIDENCE, MIN_POOLED_STRATUM, MIN_RHO_TRIALS, SEED, too_small
 from tunevlseg.report.tables import UNSTABLE_MARK, dice_numeric, unstable_mask
 
-__all__ = ["POOLED", "depth_correlations", "new_figure", "placeholder", "plot_depth_vs_dice", "plot_dice_heatmap", "row_palette",
+__all__ = ["POOLED", "colours", "depth_correlations", "new_figure", "placeholder", "plot_depth_vs_dice", "plot_dice_heatmap", "row_palette",
            "save_figure"]
 
 NO_TRIALS = "no completed trials"
@@ -327,14 +326,17 @@ def _pooled_note(corr: pd.DataFrame) -> str:
 _HUES = (0, 1, 2, 3, 4, 5, 6, 8, 9, 7)
 
 
-def row_palette(rows: list[str]) -> dict[str, tuple]:
-    """The colour of each ``model · method`` row: the same in every figure and every report, whatever subset
-    a figure shows. The hue is the method's place in the method catalogue, the shade its model's in the
-    model registry (tab20: dark for the first model, light for the second); with more methods or models
-    than that, evenly spaced hues over every catalogue pair. Rows outside the catalogues come after."""
-    models, methods = list(MODELS), list(METHODS)
+def row_palette(rows: list[str], models: list[str] | None = None) -> dict[str, tuple]:
+    """The colour of each ``model · method`` row, the same whatever subset of rows a figure shows: the hue is
+    the method's place in the method catalogue, the shade its model's place in ``models`` (the config's
+    ``benchmark.models``; default: the models of ``rows``, sorted) — tab20: dark for the first model, light
+    for the second; with more methods or models, evenly spaced hues over every (model, catalogue method).
+    Rows outside the catalogue or ``models`` come after.  Every figure takes its colours from here
+    (:func:`colours`); the report passes the grid's palette to all of them."""
+    models = list(dict.fromkeys(models or sorted({r.split(ROW_SEP)[0] for r in rows})))
+    methods = list(METHODS)
     canonical = [f"{m}{ROW_SEP}{k}" for m in models for k in methods]
-    extra = [r for r in dict.fromkeys(rows) if r not in canonical]
+    extra = [r for r in dict.fromkeys(rows) if r not in set(canonical)]
     if len(methods) <= len(_HUES) and len(models) <= 2 and not extra:
         tab20 = sns.color_palette("tab20", 20)
         colour = {f"{m}{ROW_SEP}{k}": tab20[2 * _HUES[j] + i] for i, m in enumerate(models)
@@ -344,8 +346,17 @@ def row_palette(rows: list[str]) -> dict[str, tuple]:
     return {r: colour[r] for r in rows}
 
 
+def colours(rows: list[str], palette: dict[str, tuple] | None = None) -> dict[str, tuple]:
+    """The colours of ``rows`` (in that order) from ``palette`` (the report's :func:`row_palette` of the whole
+    grid), or from :func:`row_palette` of ``rows`` alone when it lacks one."""
+    if palette is not None and all(r in palette for r in rows):
+        return {r: palette[r] for r in rows}
+    return row_palette(list(rows))
+
+
 def plot_depth_vs_dice(trials: pd.DataFrame, out_png: Path, dpi: int = 150,
-                       corr: pd.DataFrame | None = None, datasets: list[str] | None = None) -> Path:
+                       corr: pd.DataFrame | None = None, datasets: list[str] | None = None,
+                       palette: dict[str, tuple] | None = None) -> Path:
     """Test Dice vs prompt depth over all COMPLETE trials of prompt-tuning methods.
 
     One panel per dataset (y axis 0..1); one colour per ``model · method`` (same in every
@@ -354,7 +365,7 @@ def plot_depth_vs_dice(trials: pd.DataFrame, out_png: Path, dpi: int = 150,
     entries carry the Spearman rho, its bootstrap CI and p over (depth, test Dice) of that method
     in that panel (see :func:`depth_correlations`), or why there is none: "n too small (n = 2, needs ≥ 5)"
     (:data:`MIN_RHO_TRIALS`) or a constant depth or Dice. Panels follow ``datasets`` (the config's order,
-    :func:`order_datasets`).  A last panel shows every rho with its CI: per dataset in grey, pooled over
+    :func:`order_datasets`); colours come from ``palette`` (:func:`colours`).  A last panel shows every rho with its CI: per dataset in grey, pooled over
     the datasets in the row's colour.
     No complete tuned trial gives a PNG that says "no completed trials".  ``corr`` is
     :func:`depth_correlations` of ``trials`` when the caller has it already.  Written atomically;
@@ -368,7 +379,7 @@ def plot_depth_vs_dice(trials: pd.DataFrame, out_png: Path, dpi: int = 150,
     corr = depth_correlations(trials) if corr is None else corr
     zero_shot = _zero_shot_lines(trials)
     datasets = order_datasets(tuned, datasets)
-    palette = row_palette(order_rows(tuned))
+    palette = colours(order_rows(tuned), palette)
     models = sorted(tuned["model"].unique())
     markers = {m: MARKERS[i % len(MARKERS)] for i, m in enumerate(models)}
     n_panels = len(datasets) + 1  # the last one: rho with its interval per dataset and pooled

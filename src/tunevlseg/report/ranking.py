@@ -25,7 +25,7 @@ from matplotlib.figure import Figure
 from scipy import stats
 
 from tunevlseg.report.collect import with_row_labels
-from tunevlseg.report.figures import new_figure, placeholder, row_palette, save_figure
+from tunevlseg.report.figures import colours, new_figure, placeholder, save_figure
 from tunevlseg.report.stats import ALPHA, MIN_CD_DATASETS, MIN_CD_ROWS, SEED, dataset_matrix, too_small
 
 __all__ = ["MEAN_RANK", "N_RANK_BOOT", "STABILITY_COLUMNS", "Friedman", "cd_table", "complete_block",
@@ -124,7 +124,7 @@ def spread_ties(ranks: pd.Series, offset: float = TIE_OFFSET) -> pd.Series:
     return out
 
 
-def critical_difference_figure(friedman: Friedman, alpha: float = ALPHA) -> Figure | None:
+def critical_difference_figure(friedman: Friedman, alpha: float = ALPHA, palette: dict | None = None) -> Figure | None:
     """scikit-posthocs' critical-difference diagram of :func:`friedman_ranks`; None when not
     :attr:`Friedman.ok`.
 
@@ -140,9 +140,9 @@ def critical_difference_figure(friedman: Friedman, alpha: float = ALPHA) -> Figu
     drawn = spread_ties(ranks).rename(index=label)
     fig = new_figure(8.0, 1.6 + 0.32 * len(ranks))
     ax = fig.add_subplot()
-    colours = row_palette(list(ranks.index))
+    row_colours = colours(list(ranks.index), palette)
     sp.critical_difference_diagram(drawn, friedman.nemenyi.rename(index=label, columns=label), ax=ax, alpha=alpha,
-                                   color_palette={label[r]: c for r, c in colours.items()},
+                                   color_palette={label[r]: c for r, c in row_colours.items()},
                                    label_fmt_left="{label}", label_fmt_right="{label}",
                                    label_props={"fontsize": 8})
     ax.set_title(f"{CD_TITLE}\n{friedman.n_datasets} datasets, {len(ranks)} rows; Friedman "
@@ -152,10 +152,10 @@ def critical_difference_figure(friedman: Friedman, alpha: float = ALPHA) -> Figu
 
 
 def plot_critical_difference(friedman: Friedman, out_png: Path, dpi: int = 150,
-                             alpha: float = ALPHA) -> Path:
+                             alpha: float = ALPHA, palette: dict | None = None) -> Path:
     """Save :func:`critical_difference_figure` atomically, or a placeholder saying what is missing
     (fewer than ``MIN_ROWS`` rows with a cell on every dataset, or fewer than ``MIN_DATASETS`` datasets)."""
-    fig = critical_difference_figure(friedman, alpha)
+    fig = critical_difference_figure(friedman, alpha, palette)
     if fig is None:
         short = [too_small(n, need, what) for n, need, what in
                  ((friedman.n_datasets, MIN_DATASETS, "datasets"),

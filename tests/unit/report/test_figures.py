@@ -321,23 +321,30 @@ def test_partial_report_marks_the_missing_cell(tmp_path, capsys):
 
 
 def test_a_row_has_one_colour_whatever_else_a_figure_shows():
-    from tunevlseg.methods import METHODS
-    from tunevlseg.models.registry import REGISTRY
-    from tunevlseg.report.figures import row_palette
-
-    every = [f"{m} · {k}" for m in REGISTRY for k in METHODS]
-    full = row_palette(every)
-    assert len(set(full.values())) == len(every)  # distinct
-    assert row_palette(["cris · coop"]) == {"cris · coop": full["cris · coop"]}
-    assert row_palette(["clipseg · vpt", "cris · coop"])["cris · coop"] == full["cris · coop"]
-    assert list(row_palette(["cris · coop", "clipseg · vpt"])) == ["cris · coop", "clipseg · vpt"]  # caller's order
-    # tab20: a method's hue, dark for clipseg and light for cris
     import seaborn as sns
 
+    from tunevlseg.cells import Grid
+    from tunevlseg.methods import METHODS
+    from tunevlseg.report.figures import colours, row_palette
+    from tunevlseg.report.render import grid_palette
+
+    models = ["clipseg", "cris"]
+    every = [f"{m} · {k}" for m in models for k in METHODS]
+    full = row_palette(every, models)
+    assert len(set(full.values())) == len(every)  # distinct
+    assert row_palette(["cris · coop"], models) == {"cris · coop": full["cris · coop"]}
+    assert row_palette(["clipseg · vpt", "cris · coop"])["cris · coop"] == full["cris · coop"]
+    assert list(row_palette(["cris · coop", "clipseg · vpt"])) == ["cris · coop", "clipseg · vpt"]  # caller's order
+    # tab20: the method's hue from the catalogue, dark for the config's first model and light for the second
     tab20 = sns.color_palette("tab20", 20)
     coop = list(METHODS).index("coop")
     assert full["clipseg · coop"] == tab20[2 * coop] and full["cris · coop"] == tab20[2 * coop + 1]
-    assert "other · thing" in row_palette(["other · thing", "cris · coop"])  # outside the catalogues: still coloured
+    assert row_palette(["cris · coop"], ["cris", "clipseg"])["cris · coop"] == tab20[2 * coop]
+    assert "other · thing" in row_palette(["other · thing", "cris · coop"])  # outside the catalogue: still coloured
+    # the report's palette of the grid reaches every figure; a figure's subset keeps the grid's colours
+    palette = grid_palette(Grid(("clipseg", "cris"), ("zeroshot", "coop", "vpt"), ("a",)))
+    assert colours(["cris · coop", "clipseg · vpt"], palette) == {"cris · coop": full["cris · coop"],
+                                                                 "clipseg · vpt": full["clipseg · vpt"]}
 
 
 def test_every_figure_takes_its_colours_and_dataset_order_from_the_one_helpers(tmp_path, monkeypatch):
@@ -348,7 +355,7 @@ def test_every_figure_takes_its_colours_and_dataset_order_from_the_one_helpers(t
     assert order_datasets(frame, ["mid", "zeta", "alpha", "unused"]) == ["mid", "zeta", "alpha", "extra"]
     assert order_datasets(frame) == ["alpha", "extra", "mid", "zeta"]
     for module in (cost, domains, ranking):  # nobody builds a palette of their own
-        assert module.row_palette is figures.row_palette
+        assert module.colours is figures.colours and not hasattr(module, "row_palette")
     titles = {}
 
     def keep_titles(fig, out, dpi):
