@@ -275,7 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("pretrain", help="train the demo's stand-in model")
     p.add_argument("--prepared", required=True, help=PREPARED_HELP)
-    p.add_argument("--out", required=True, help="stand-in weights file to write")
+    p.add_argument("--out", required=True, help="stand-in model folder to write (what models.<m>.weights: standin loads)")
     p.add_argument("--settings", required=True, help='JSON: {"model", "seed", "device", "arch", "epochs", ...} '
                                                      "(models.<m>.standin)")
     p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0 = torch's default)")
@@ -297,7 +297,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("retrain", help="retrain a cell's best configuration with seed replicate R (R >= 1)")
     p.add_argument("--prepared", required=True, help=PREPARED_HELP)
     p.add_argument("--out", required=True, help="the cell folder (holds best.json)")
-    p.add_argument("--replicate", type=int, required=True, help="seed replicate R: its own seed, derived from the config's seed and R")
+    p.add_argument("--replicate", type=int, required=True,
+                   help="seed replicate R: its own seed, derived from the config's seed and R")
     p.add_argument("--threads", type=int, default=0, help=THREADS_HELP)
     p.add_argument("--settings", required=True, help=CELL_SETTINGS_HELP)
     p.add_argument("--storage", default=None, help="Optuna storage URL (default: journal file in --out)")
