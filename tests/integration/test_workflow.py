@@ -228,9 +228,9 @@ def test_snakemake_report_embeds_every_figure_with_its_caption(demo_run):
     assert "dice.html" in added and "dice.csv" not in added
     bench = cfg["benchmark"]
     n_tuned = len([k for _, k in grid_rows(cfg) if k != "zeroshot"]) * len(bench["datasets"])
-    # tables csv, heat map, domain bars, depth figure + csv, pairwise, rank stability, CD diagram, cost table,
-    # Dice vs parameters, 2 Optuna figures per tuned cell, 1 panel per dataset
-    assert len(added) == 10 + 2 * n_tuned + len(bench["datasets"]), added
+    # Dice table (html), unstable cells, heat map, domain bars, depth figure + csv, pairwise, rank stability,
+    # CD diagram, cost table, Dice vs parameters, 2 Optuna figures per tuned cell, 1 panel per dataset
+    assert len(added) == 11 + 2 * n_tuned + len(bench["datasets"]), added
 
 
 def test_partial_report_marks_unfinished_cell_and_never_schedules_cells(demo_run, tmp_path):
