@@ -145,13 +145,14 @@ def report_outputs(tables, figures):
 
     tab = table_files(tables)
     return dict(
-        tables=[report(tab["dice"][0], caption=f"{CAPTIONS}/dice_table.rst", category="Dice"), *tab["dice"][1:]],
-        pairwise=report(tab["pairwise"], caption=f"{CAPTIONS}/pairwise.rst", category="Statistics"),
+        # csv first (the rule's prefix); the html is shown in the report's page, not only downloaded
+        tables=[*tab["dice"][:3], report(tab["dice"][3], caption=f"{CAPTIONS}/dice_table.rst", category="Dice")],
+        pairwise=report(tab["pairwise"], caption=f"{CAPTIONS}/pairwise.rst", category="Tests and ranks"),
         rank_stability=report(tab["rank_stability"], caption=f"{CAPTIONS}/rank_stability.rst",
-                              category="Statistics"),
+                              category="Tests and ranks"),
         unstable=report(tab["unstable"], caption=f"{CAPTIONS}/unstable.rst", category="Dice"),
         critical_difference=report(fig["critical_difference"], caption=f"{CAPTIONS}/critical_difference.rst",
-                                   category="Statistics"),
+                                   category="Tests and ranks"),
         cd_table=fig["cd_table"],
         cost=report(tab["cost"], caption=f"{CAPTIONS}/cost_table.rst", category="Cost"),
         dice_vs_params=report(fig["dice_vs_params"], caption=f"{CAPTIONS}/dice_vs_params.rst", category="Cost"),

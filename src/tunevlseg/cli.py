@@ -17,6 +17,11 @@ from pathlib import Path
 from . import __version__
 
 
+PREPARED_HELP = "prepared dataset folder (the prepare rule's output)"
+THREADS_HELP = "torch intra-op threads (0 = torch's default)"
+CELL_SETTINGS_HELP = "JSON: the cell's settings (model, method, dataset, search, training, ...; the workflow passes them)"
+
+
 def _settings(text: str) -> dict:
     try:
         value = json.loads(text)
@@ -228,18 +233,33 @@ def cmd_report(args) -> None:
 
 
 def cmd_check_config(args) -> None:
-    from .config import check_config, effective_settings_lines, load_config_file, validate_schema
+    from .config import check_config, check_required, effective_settings_lines, load_config_files, validate_schema
 
     schema = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
-    for path in args.paths:
-        config = load_config_file(path)
+    # like `snakemake --configfile A.yaml B.yaml`: the files merged in order, checked as one config
+    groups = [[p] for p in args.paths] if args.each else [args.paths]
+    for paths in groups:
+        name = " + ".join(map(str, paths))
+        config = load_config_files(paths)
         if schema.is_file():
-            validate_schema(config, str(path), schema)
-        check_config(_with_schema_defaults(config), str(path))
-        print(f"{path}: ok")
+            check_required(config, name, schema)
+            validate_schema(config, name, schema)
+        check_config(_with_schema_defaults(config), name)
+        print(f"{name}: ok")
         if args.show_effective:
-            print(f"{path}: effective method settings (docs/how-to/configure.md: precedence)")
+            print(f"{name}: effective method settings (docs/how-to/configure.md: precedence)")
             print("\n".join(effective_settings_lines(config)))
+
+
+def cmd_status(args) -> None:
+    from .config import layout, load_workflow_config, make_grid
+    from .progress import grid_status, status_lines
+
+    config = load_workflow_config(args.configfile)
+    results = args.results or layout(config).results
+    tuning = config["tuning"]
+    cells = grid_status(make_grid(config), results, tuning["n_trials"], tuning.get("final_seeds", 1))
+    print("\n".join(status_lines(cells)))
 
 
 def _with_schema_defaults(config: dict) -> dict:
@@ -263,30 +283,31 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("synth", help="write a synthetic dataset in its raw layout")
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", required=True, help="folder to write (created whole, atomically)")
     p.add_argument("--settings", required=True, help='JSON: {"kind", "n", "image_size", "seed", ...}')
     p.set_defaults(func=cmd_synth)
 
     p = sub.add_parser("prepare", help="split, resize and cache a raw dataset")
-    p.add_argument("--raw", required=True)
-    p.add_argument("--out", required=True)
-    p.add_argument("--size", type=int, required=True)
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--raw", required=True, help="raw dataset folder holding samples.csv (synth or data index output)")
+    p.add_argument("--out", required=True, help="prepared dataset folder to write")
+    p.add_argument("--size", type=int, required=True, help="side in pixels the images are resized to (the model's)")
+    p.add_argument("--threads", type=int, default=1, help="processes decoding and resizing images (default 1)")
     p.add_argument("--settings", default="{}", help='JSON: {"seed", "split_fractions"}')
     p.set_defaults(func=cmd_prepare)
 
     p = sub.add_parser("pretrain", help="train the demo's stand-in model")
-    p.add_argument("--prepared", required=True)
-    p.add_argument("--out", required=True)
-    p.add_argument("--settings", required=True)
+    p.add_argument("--prepared", required=True, help=PREPARED_HELP)
+    p.add_argument("--out", required=True, help="stand-in model folder to write (what models.<m>.weights: standin loads)")
+    p.add_argument("--settings", required=True, help='JSON: {"model", "seed", "device", "arch", "epochs", ...} '
+                                                     "(models.<m>.standin)")
     p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0 = torch's default)")
     p.set_defaults(func=cmd_pretrain)
 
     p = sub.add_parser("tune", help="run or resume the Optuna study of one cell")
-    p.add_argument("--prepared", required=True)
-    p.add_argument("--out", required=True)
-    p.add_argument("--threads", type=int, default=0)
-    p.add_argument("--settings", required=True)
+    p.add_argument("--prepared", required=True, help=PREPARED_HELP)
+    p.add_argument("--out", required=True, help="the cell folder (study journal, trials, best.json)")
+    p.add_argument("--threads", type=int, default=0, help=THREADS_HELP)
+    p.add_argument("--settings", required=True, help=CELL_SETTINGS_HELP)
     p.add_argument("--worker", type=int, default=None,
                    help="run as parallel worker I of the cell: trials only, no cell outputs")
     p.add_argument("--marker", default=None, help="with --worker: JSON file written when the worker is done")
@@ -296,11 +317,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_tune)
 
     p = sub.add_parser("retrain", help="retrain a cell's best configuration with seed replicate R (R >= 1)")
-    p.add_argument("--prepared", required=True)
+    p.add_argument("--prepared", required=True, help=PREPARED_HELP)
     p.add_argument("--out", required=True, help="the cell folder (holds best.json)")
-    p.add_argument("--replicate", type=int, required=True)
-    p.add_argument("--threads", type=int, default=0)
-    p.add_argument("--settings", required=True)
+    p.add_argument("--replicate", type=int, required=True,
+                   help="seed replicate R: its own seed, derived from the config's seed and R")
+    p.add_argument("--threads", type=int, default=0, help=THREADS_HELP)
+    p.add_argument("--settings", required=True, help=CELL_SETTINGS_HELP)
     p.add_argument("--storage", default=None, help="Optuna storage URL (default: journal file in --out)")
     p.add_argument("--features", default=None, help="frozen-feature cache of the cell's model and dataset")
     p.set_defaults(func=cmd_retrain)
@@ -312,9 +334,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_retry_failed)
 
     p = sub.add_parser("features", help="compute a model's frozen image features of a prepared dataset once")
-    p.add_argument("--prepared", required=True)
-    p.add_argument("--out", required=True)
-    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--prepared", required=True, help=PREPARED_HELP)
+    p.add_argument("--out", required=True, help="feature cache folder to write")
+    p.add_argument("--threads", type=int, default=0, help=THREADS_HELP)
     p.add_argument("--settings", required=True,
                    help='JSON: {"model", "weights", "model_options", "dtype", "views", "seed", "batch_size", '
                         '"device", "amp"}')
@@ -322,7 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("estimate", help="time a few steps per (model, method) and print what the grid costs")
     p.add_argument("--configfile", nargs="+", default=["config.yaml"],
-                   help="config files, later ones updating earlier ones (as snakemake --configfile A B)")
+                   help="workflow config file(s), merged in order as for snakemake --configfile (default config.yaml)")
     p.add_argument("--steps", type=_int_in(1, 1000), default=3,
                    help="timed training steps per (model, method) and path (1 to 1000)")
     p.add_argument("--device", default=None, help="default: the config's device")
@@ -366,14 +388,23 @@ def build_parser() -> argparse.ArgumentParser:
     _add_use_parsers(sub)
 
     p = sub.add_parser("check-config", help="check config files: YAML syntax (file and line), schema, cross-references")
-    p.add_argument("paths", nargs="+", help="config files, e.g. config.yaml my_paper.yaml")
+    p.add_argument("paths", nargs="+", help="config files, merged in order as `snakemake --configfile A B` "
+                                            "merges them, e.g. workflow/presets/paper.yaml workflow/presets/fast.yaml")
+    p.add_argument("--each", action="store_true", help="check every file on its own instead of their merge")
     p.add_argument("--show-effective", action="store_true",
                    help="print each grid method's effective search, fixed and training settings and where each "
                         "value comes from (a config key, the method catalogue or the schema's default)")
     p.set_defaults(func=cmd_check_config)
 
+    p = sub.add_parser("status", help="per cell: trials done / planned, best validation Dice, running or not, ETA "
+                                      "(reads the cell folders, writes nothing)")
+    p.add_argument("--configfile", nargs="+", default=["config.yaml"],
+                   help="workflow config file(s), merged in order as for snakemake --configfile (default config.yaml)")
+    p.add_argument("--results", help="results folder (default: the config's `results`)")
+    p.set_defaults(func=cmd_status)
+
     p = sub.add_parser("show-table", help="print a table file")
-    p.add_argument("path")
+    p.add_argument("path", help="the table, e.g. results/tables/dice.md")
     p.set_defaults(func=cmd_show_table)
     return parser
 

@@ -74,6 +74,38 @@ def load_config_file(path: str | Path) -> dict:
     return data
 
 
+def merge_configs(base: dict, *overlays: dict) -> dict:
+    """``base`` with each overlay merged in turn, as Snakemake merges several ``--configfile`` files: a
+    mapping merges key by key (recursively), any other value (list, scalar, null) replaces. Inputs are
+    not modified."""
+    out = copy.deepcopy(base)
+    for overlay in overlays:
+        for key, value in overlay.items():
+            if isinstance(value, dict) and isinstance(out.get(key), dict):
+                out[key] = merge_configs(out[key], value)
+            else:
+                out[key] = copy.deepcopy(value)
+    return out
+
+
+def load_config_files(paths) -> dict:
+    """Config files merged in order (:func:`merge_configs`); a YAML error names its file and line."""
+    configs = [load_config_file(p) for p in paths]
+    return merge_configs(configs[0], *configs[1:]) if configs else {}
+
+
+def check_required(config: dict, source: str, schema_path: str | Path = SCHEMA) -> None:
+    """One line naming the schema's missing top-level keys (an overlay given without its base), instead
+    of a dump of the whole schema."""
+    import yaml
+
+    required = yaml.safe_load(Path(schema_path).read_text(encoding="utf-8")).get("required", [])
+    missing = [k for k in required if k not in config]
+    if missing:
+        raise ConfigError(source, "top level", f"missing {', '.join(missing)}; if this is an overlay, give its "
+                                               "base first: --configfile base.yaml overlay.yaml")
+
+
 def validate_schema(config: dict, source: str, schema_path: str | Path) -> None:
     """The JSON schema check with the offending key path and the file named (defaults are not filled)."""
     import jsonschema
@@ -261,6 +293,26 @@ def validate_workflow_config(config: dict, schema: str | Path = SCHEMA) -> None:
     training = copy.deepcopy(config.get("training"))
     validate(config, str(schema))
     config["training"] = training or {}
+
+
+def load_workflow_config(paths) -> dict:
+    """A config as the Snakefile sees it: the files (one, or several merged in order as ``snakemake --configfile
+    A B`` merges them), the schema's defaults filled in (training's per method), the workflow's checks applied.
+    Used by ``tunevlseg estimate`` and ``tunevlseg status``."""
+    paths = [Path(paths)] if isinstance(paths, (str, Path)) else [Path(p) for p in paths]
+    config = load_config_files(paths)
+    source = " + ".join(map(str, paths))
+    check_required(config, source)
+    validate_schema(config, source, SCHEMA)  # one line with the key path, before Snakemake's validation
+    try:
+        validate_workflow_config(config)
+    except Exception as err:  # noqa: BLE001 - Snakemake's message dumps the schema: keep its first line
+        raise ConfigError(source, "schema", str(err).strip().splitlines()[0]) from err
+    try:
+        check_config(config, source)
+    except (KeyError, TypeError) as err:
+        raise ConfigError(source, "config", f"{type(err).__name__}: {err}") from err
+    return config
 
 
 def _merge_hyperparameters(catalogue: dict, given: dict, where: str) -> dict:

@@ -400,29 +400,12 @@ def cell_cost(t: PairTiming, training: dict, tuning: dict, samples: tuple[int, i
     return runs * one_training, step
 
 
-def load_config(*paths: Path) -> dict:
-    """A workflow config as the Snakefile sees it (later files update earlier ones as ``--configfile A B`` does,
-    the schema's defaults filled in, training's per method) and the workflow's own checks applied; a bad file
-    is one :class:`tunevlseg.config.ConfigError` line naming the file, the key and the problem."""
-    from snakemake.utils import update_config
+def load_config(*paths) -> dict:
+    """The workflow config of one file or several (merged as ``snakemake --configfile A B`` merges them):
+    :func:`tunevlseg.config.load_workflow_config`; a bad file is one line naming the file, key and problem."""
+    from .config import load_workflow_config
 
-    from .config import ConfigError, check_config, load_config_file, validate_schema, validate_workflow_config
-
-    schema = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
-    config: dict = {}
-    for path in map(Path, paths):
-        update_config(config, load_config_file(path))
-    name = " + ".join(map(str, paths))
-    validate_schema(config, name, schema)
-    try:
-        validate_workflow_config(config)  # fills the schema's defaults (the check above passed)
-    except Exception as err:  # noqa: BLE001 - Snakemake's message dumps the schema: keep its first line
-        raise ConfigError(name, "schema", str(err).strip().splitlines()[0]) from err
-    try:
-        check_config(config, name)
-    except (KeyError, TypeError) as err:
-        raise ConfigError(name, "config", f"{type(err).__name__}: {err}") from err
-    return config
+    return load_workflow_config(paths[0] if len(paths) == 1 else list(paths))
 
 
 def parse_samples(items: list[str]) -> dict:

@@ -219,12 +219,18 @@ def test_snakemake_report_embeds_every_figure_with_its_caption(demo_run):
     html = (workdir / "results/report.html").read_text()
     missing = [name for name, phrase in caption_phrases().items() if phrase not in html]
     assert not missing, missing
+    # docutils renders every caption: no warning (e.g. a duplicate link target) while building or in the page
+    warnings = re.findall(r"\((?:WARNING|ERROR|SEVERE)/\d\).*", out.stdout + out.stderr)
+    assert warnings == [], warnings[:5]
+    assert "system-message" not in html  # a docutils message rendered into a caption
     added = re.findall(r"^Adding (\S+) \(", out.stdout + out.stderr, re.M)
+    # the Dice table is an HTML page the report shows inline (a csv would only be downloaded)
+    assert "dice.html" in added and "dice.csv" not in added
     bench = cfg["benchmark"]
     n_tuned = len([k for _, k in grid_rows(cfg) if k != "zeroshot"]) * len(bench["datasets"])
-    # tables csv, heat map, domain bars, depth figure + csv, pairwise, rank stability, CD diagram, cost table,
-    # Dice vs parameters, 2 Optuna figures per tuned cell, 1 panel per dataset
-    assert len(added) == 10 + 2 * n_tuned + len(bench["datasets"]), added
+    # Dice table (html), unstable cells, heat map, domain bars, depth figure + csv, pairwise, rank stability,
+    # CD diagram, cost table, Dice vs parameters, 2 Optuna figures per tuned cell, 1 panel per dataset
+    assert len(added) == 11 + 2 * n_tuned + len(bench["datasets"]), added
 
 
 def test_partial_report_marks_unfinished_cell_and_never_schedules_cells(demo_run, tmp_path):
@@ -279,6 +285,18 @@ def test_a_yaml_error_in_config_yaml_names_the_file_and_line(tmp_path):
     (tmp_path / "config.yaml").write_text("results: results\nbenchmark:\n  models: [clipseg\n  methods: [coop]\n")
     out = snakemake(tmp_path, "-n", timeout=120)
     assert out.returncode != 0 and "config.yaml: line 4, column 10: not valid YAML" in out.stdout + out.stderr
+
+
+def test_an_overlay_merges_after_its_base_and_alone_fails_in_one_line(tmp_path):
+    write_config(tmp_path, reduced_config())
+    (tmp_path / "overlay.yaml").write_text("tuning:\n  n_trials: 3\nreport:\n  dpi: 90\n")
+    out = snakemake(tmp_path, "-n", "-p", "--configfile", "config.yaml", "overlay.yaml", timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert '\\"n_trials\\": 3' in out.stdout + out.stderr or '"n_trials": 3' in out.stdout + out.stderr
+    out = snakemake(tmp_path, "-n", "--configfile", "overlay.yaml", timeout=120)
+    text = out.stdout + out.stderr
+    assert out.returncode != 0 and len(text.splitlines()) < 10, text[-3000:]
+    assert "overlay.yaml: top level: missing datasets, models, benchmark; if this is an overlay" in text
 
 
 def test_paths_with_spaces_are_quoted_in_every_job(tmp_path):

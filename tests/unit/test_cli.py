@@ -98,3 +98,25 @@ def test_a_bug_shows_its_traceback_and_a_project_error_is_one_line(monkeypatch, 
         assert err.strip().splitlines()[-1].startswith("tunevlseg show-table: error: ")
         if not traceback_expected:
             assert len(err.strip().splitlines()) == 1
+
+
+def _options_without_help(parser, name="tunevlseg") -> list[str]:
+    import argparse
+
+    missing = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub_name, sub in action.choices.items():
+                missing += _options_without_help(sub, f"{name} {sub_name}")
+        elif not isinstance(action, argparse._HelpAction) and not (action.help or "").strip():
+            missing.append(f"{name} {'/'.join(action.option_strings) or action.dest}")
+    return missing
+
+
+def test_every_option_of_every_subcommand_has_help():
+    from tunevlseg.cli import build_parser
+
+    parser = build_parser()
+    assert _options_without_help(parser) == []
+    subcommands = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction").choices
+    assert {"tune", "status", "check-config", "data"} <= set(subcommands)  # the walk reaches them

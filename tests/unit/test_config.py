@@ -115,7 +115,7 @@ def test_check_config_command_checks_every_file(tmp_path, capsys):
     from tunevlseg.cli import main
 
     repo = Path(__file__).parents[2]
-    assert main(["check-config", str(repo / "config.yaml"), str(repo / "workflow/presets/paper.yaml")]) == 0
+    assert main(["check-config", "--each", str(repo / "config.yaml"), str(repo / "workflow/presets/paper.yaml")]) == 0
     bad = _demo()
     bad["methods"]["vpt"]["search"]["weight_decy"] = bad["methods"]["vpt"]["search"].pop("weight_decay")
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump(bad))
@@ -164,3 +164,36 @@ def test_features_settings_and_shared_cache_keys():
     config["methods"]["coop"]["training"] = {"cache_views": 4}
     with pytest.raises(cfg.ConfigError, match="methods.coop.training: \\['cache_views'\\] belong to the shared"):
         cfg.check_config(config, "my.yaml")
+
+
+PRESETS = Path(__file__).parents[2] / "workflow/presets"
+
+
+def test_merge_configs_merges_as_snakemake_merges_configfiles():
+    from snakemake.utils import update_config
+
+    paper, fast = (yaml.safe_load((PRESETS / f"{n}.yaml").read_text()) for n in ("paper", "fast"))
+    merged = cfg.merge_configs(paper, fast)
+    expected = copy.deepcopy(paper)
+    update_config(expected, fast)
+    assert merged == expected
+    assert merged["tuning"]["pruner"] == "median" and merged["tuning"]["n_trials"] == paper["tuning"]["n_trials"] == 20
+    assert merged["training"]["cache_views"] == 3 and merged["training"]["batch_size"] == 32
+    assert len(merged["datasets"]) == 10 and paper["tuning"]["pruner"] == "none"  # inputs untouched
+    over = cfg.merge_configs({"a": {"b": [1, 2], "c": 1}, "d": 5}, {"a": {"b": [3]}, "d": None}, {"d": {"e": 1}})
+    assert over == {"a": {"b": [3], "c": 1}, "d": {"e": 1}}  # lists and null replace; a mapping replaces a scalar
+
+
+def test_check_config_checks_the_merge_of_an_overlay(tmp_path, capsys):
+    from tunevlseg.cli import main
+
+    assert main(["check-config", str(PRESETS / "paper.yaml"), str(PRESETS / "fast.yaml")]) == 0
+    assert capsys.readouterr().out.strip() == f"{PRESETS / 'paper.yaml'} + {PRESETS / 'fast.yaml'}: ok"
+    assert main(["check-config", str(PRESETS / "fast.yaml")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == (f"tunevlseg check-config: error: {PRESETS / 'fast.yaml'}: top level: missing datasets, models, "
+                   "benchmark; if this is an overlay, give its base first: --configfile base.yaml overlay.yaml")
+    overlay = tmp_path / "more_trials.yaml"
+    overlay.write_text("tuning:\n  n_trials: 0\n")
+    assert main(["check-config", str(PRESETS / "paper.yaml"), str(overlay)]) == 1
+    assert "paper.yaml + " in (err := capsys.readouterr().err) and "tuning.n_trials: 0 is less than" in err

@@ -76,9 +76,9 @@ def add_parser(sub) -> None:
     p.set_defaults(func=_obtain)
 
     p = dsub.add_parser("index", help="read the extracted release into samples.csv")
-    p.add_argument("--receipt", required=True)
-    p.add_argument("--out", required=True)
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--receipt", required=True, help="the obtain step's receipt JSON (where the release was extracted)")
+    p.add_argument("--out", required=True, help="folder to write samples.csv to")
+    p.add_argument("--threads", type=int, default=1, help="workers reading the release (default 1)")
     p.set_defaults(func=_index)
 
     p = dsub.add_parser("local", help="index a folder / datalist / nnunet dataset where it is (samples.csv)")
@@ -93,5 +93,5 @@ def add_parser(sub) -> None:
     p.set_defaults(func=_check)
 
     p = dsub.add_parser("status", help="one line per configured dataset: missing / raw present / prepared")
-    p.add_argument("--configfile", default="config.yaml")
+    p.add_argument("--configfile", default="config.yaml", help="workflow config naming the datasets (default config.yaml)")
     p.set_defaults(func=_status)

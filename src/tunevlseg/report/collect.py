@@ -92,11 +92,14 @@ def order_rows(frame: pd.DataFrame) -> list[str]:
     return [row_label(m, k) for m, k in ordered]
 
 
-def order_datasets(frame: pd.DataFrame) -> list[str]:
-    """Datasets present in ``frame``, sorted alphabetically."""
+def order_datasets(frame: pd.DataFrame, order: list[str] | None = None) -> list[str]:
+    """Datasets present in ``frame`` in the one order every table and figure uses: ``order`` (the config's
+    ``benchmark.datasets``, the grid's), then any other alphabetically (all alphabetically without it)."""
     if frame.empty:
         return []
-    return sorted(str(d) for d in frame["dataset"].dropna().unique())
+    present = {str(d) for d in frame["dataset"].dropna().unique()}
+    first = [d for d in (order or []) if d in present]
+    return first + sorted(present - set(first))
 
 
 def with_row_labels(frame: pd.DataFrame) -> pd.DataFrame:

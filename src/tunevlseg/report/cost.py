@@ -15,8 +15,8 @@ import pandas as pd
 from matplotlib.lines import Line2D
 from matplotlib.ticker import NullLocator
 
-from tunevlseg.report.collect import CELL_KEYS, with_row_labels
-from tunevlseg.report.figures import PANEL_COLS, new_figure, placeholder, row_palette, save_figure
+from tunevlseg.report.collect import CELL_KEYS, order_datasets, with_row_labels
+from tunevlseg.report.figures import PANEL_COLS, colours, new_figure, placeholder, save_figure
 
 __all__ = ["COST_COLUMNS", "cost_table", "dice_vs_params", "pareto_front", "plot_dice_vs_params"]
 
@@ -83,17 +83,20 @@ def dice_vs_params(cost: pd.DataFrame, dice: pd.DataFrame) -> pd.DataFrame:
     return points[["panel", "row", "n_trainable", "dice", "pareto"]]
 
 
-def plot_dice_vs_params(points: pd.DataFrame, out_png: Path, dpi: int = 150) -> Path:
+def plot_dice_vs_params(points: pd.DataFrame, out_png: Path, dpi: int = 150, datasets: list[str] | None = None,
+                        palette: dict | None = None) -> Path:
     """Dice against trainable parameters (log x), a panel per dataset plus the mean over datasets.
 
     One colour per ``model · method``; Pareto-front points ringed in black and joined by a step
     line.  Rows with no trainable parameter (zero-shot) cannot sit on a log axis: they are dashed
-    horizontal lines.  No point gives a "no completed trials" PNG.  Written atomically.
+    horizontal lines.  Dataset panels follow ``datasets`` (the config's order, :func:`order_datasets`).
+    No point gives a "no completed trials" PNG.  Written atomically.
     """
     if points.empty:
         return placeholder(out_png, dpi, TITLE)
-    panels = [p for p in dict.fromkeys(points["panel"]) if p != ALL_DATASETS] + [ALL_DATASETS]
-    palette = row_palette(list(dict.fromkeys(points["row"])))
+    per_dataset = points.loc[points["panel"] != ALL_DATASETS].rename(columns={"panel": "dataset"})
+    panels = [*order_datasets(per_dataset, datasets), ALL_DATASETS]
+    palette = colours(list(dict.fromkeys(points["row"])), palette)
     n_cols = min(PANEL_COLS, len(panels))
     n_rows = math.ceil(len(panels) / n_cols)
     fig = new_figure(4.6 * n_cols + 2.5, 3.6 * n_rows)

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from tunevlseg.report.figures import row_palette, new_figure, placeholder, save_figure
+from tunevlseg.report.figures import colours, new_figure, placeholder, save_figure
 from tunevlseg.report.tables import MISSING, dice_numeric
 
 __all__ = ["DOMAINS", "UNSPECIFIED", "domain_bars_figure", "domain_means", "plot_domain_bars"]
@@ -61,7 +61,7 @@ def domain_means(best: pd.DataFrame, domains: Mapping[str, str], datasets: list[
     return frame.astype({"n_cells": int, "n_datasets": int, "dice_mean": float})
 
 
-def domain_bars_figure(table: pd.DataFrame) -> Figure | None:
+def domain_bars_figure(table: pd.DataFrame, palette: dict | None = None) -> Figure | None:
     """Grouped bars from a :func:`domain_means` table: one group per domain, one bar per row.
 
     Bar container ``i`` of the axes holds row ``i``'s bars (label = row), one per domain in
@@ -71,7 +71,7 @@ def domain_bars_figure(table: pd.DataFrame) -> Figure | None:
         return None
     rows = list(dict.fromkeys(table["row"]))
     domain_list = list(dict.fromkeys(table["domain"]))
-    palette = row_palette(rows)
+    palette = colours(rows, palette)
     width = 0.8 / len(rows)
     fig = new_figure(2.5 + 0.35 * len(rows) * len(domain_list), 4.6)
     ax = fig.add_subplot()
@@ -97,9 +97,9 @@ def domain_bars_figure(table: pd.DataFrame) -> Figure | None:
     return fig
 
 
-def plot_domain_bars(table: pd.DataFrame, out_png: Path, dpi: int = 150) -> Path:
+def plot_domain_bars(table: pd.DataFrame, out_png: Path, dpi: int = 150, palette: dict | None = None) -> Path:
     """Save :func:`domain_bars_figure` (or a "no completed trials" PNG) atomically; return ``out_png``."""
-    fig = domain_bars_figure(table)
+    fig = domain_bars_figure(table, palette)
     if fig is None:
         return placeholder(out_png, dpi, "Test Dice per image domain")
     return save_figure(fig, out_png, dpi)

@@ -18,20 +18,22 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from scipy import stats
 
-from tunevlseg.report.collect import BASELINES, atomic_path, order_rows, with_row_labels
-from tunevlseg.report.stats import CONFIDENCE, SEED
+from tunevlseg.cells import ROW_SEP
+from tunevlseg.methods import METHODS
+from tunevlseg.report.collect import BASELINES, atomic_path, order_datasets, order_rows, with_row_labels
+from tunevlseg.report.stats import CONFIDENCE, MIN_POOLED_STRATUM, MIN_RHO_TRIALS, SEED, too_small
 from tunevlseg.report.tables import UNSTABLE_MARK, dice_numeric, unstable_mask
 
-__all__ = ["POOLED", "depth_correlations", "new_figure", "placeholder", "plot_depth_vs_dice", "plot_dice_heatmap", "row_palette",
+__all__ = ["POOLED", "colours", "depth_correlations", "new_figure", "placeholder", "plot_depth_vs_dice", "plot_dice_heatmap", "row_palette",
            "save_figure"]
 
 NO_TRIALS = "no completed trials"
 CORR_COLUMNS = ("dataset", "model", "method", "n", "rho", "p", "ci_low", "ci_high")
 #: ``dataset`` of the correlations pooled over a method's datasets.
 POOLED = "pooled"
-#: Bootstrap of the depth correlations: resamples, confidence, fewest trials for an interval.
+#: Bootstrap of the depth correlations: resamples; fewest trials for ρ and its interval (one place: stats).
 N_CORR_BOOT = 2000
-MIN_CI_TRIALS = 5
+MIN_CI_TRIALS = MIN_RHO_TRIALS
 PANEL_COLS = 3
 JITTER = 0.12
 MARKERS = ("o", "s", "^", "D", "v")  # one per model, on top of the colour per model · method
@@ -117,8 +119,8 @@ def _tuned_trials(trials: pd.DataFrame) -> pd.DataFrame:
 
 
 def _spearman(depth: pd.Series, dice: pd.Series) -> tuple[float, float]:
-    """Spearman (rho, p), NaN when fewer than 3 points or either variable is constant."""
-    if len(depth) < 3 or depth.nunique() < 2 or dice.nunique() < 2:
+    """Spearman (rho, p), NaN with fewer than ``MIN_RHO_TRIALS`` points or when either variable is constant."""
+    if len(depth) < MIN_RHO_TRIALS or depth.nunique() < 2 or dice.nunique() < 2:
         return math.nan, math.nan
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -171,13 +173,14 @@ def _rank_corr_ci(strata: list[tuple[np.ndarray, np.ndarray]], seed: int = SEED)
 
 
 def _varying(grp: pd.DataFrame) -> bool:
-    return len(grp) >= 2 and grp["depth"].nunique() > 1 and grp["test_dice_mean"].nunique() > 1
+    """A dataset's trials that can enter the pooled ρ: enough of them, and depth and Dice both vary."""
+    return len(grp) >= MIN_POOLED_STRATUM and grp["depth"].nunique() > 1 and grp["test_dice_mean"].nunique() > 1
 
 
 def _pooled_row(model: str, method: str, groups: list[pd.DataFrame]) -> tuple:
     strata = [(g["depth"].to_numpy(float), g["test_dice_mean"].to_numpy(float)) for g in groups if _varying(g)]
     n = sum(len(a) for a, _ in strata)
-    if n < 3:
+    if n < MIN_RHO_TRIALS:
         return (POOLED, model, method, n, math.nan, math.nan, math.nan, math.nan)
     x = np.concatenate([_z_ranks(a) for a, _ in strata])
     y = np.concatenate([_z_ranks(b) for _, b in strata])
@@ -187,19 +190,20 @@ def _pooled_row(model: str, method: str, groups: list[pd.DataFrame]) -> tuple:
     return (POOLED, model, method, n, float(result.statistic), float(result.pvalue), *_rank_corr_ci(strata))
 
 
-def depth_correlations(trials: pd.DataFrame) -> pd.DataFrame:
+def depth_correlations(trials: pd.DataFrame, datasets: list[str] | None = None) -> pd.DataFrame:
     """Spearman correlation of prompt depth vs test Dice per (dataset, model, method), and pooled.
 
     Uses the COMPLETE trials of prompt-tuning methods (baselines ``zeroshot`` / ``finetune``
     and depth <= 0 excluded).  Columns ``dataset, model, method, n, rho, p, ci_low, ci_high``;
-    ``rho`` and ``p`` (:func:`scipy.stats.spearmanr`) are NaN when ``n < 3`` or depth (or Dice) is
-    constant; ``[ci_low, ci_high]`` is a 95 % percentile bootstrap interval over the trials
+    ``rho`` and ``p`` (:func:`scipy.stats.spearmanr`) are NaN when ``n < MIN_RHO_TRIALS`` or depth (or
+    Dice) is constant; ``[ci_low, ci_high]`` is a 95 % percentile bootstrap interval over the trials
     (NaN with fewer than ``MIN_CI_TRIALS`` trials).  Lines with ``dataset == POOLED`` pool each
     (model, method) over its datasets: rho is the Pearson correlation of depth and Dice ranks
     taken within each dataset and standardised there (the trial-weighted mean of the per-dataset
-    Spearman rho; datasets where depth or Dice never varied are left out, ``n`` counts the rest),
+    Spearman rho; datasets with fewer than ``MIN_POOLED_STRATUM`` trials or where depth or Dice never
+    varied are left out, ``n`` counts the rest; NaN when ``n < MIN_RHO_TRIALS``),
     p is Pearson's, the interval resamples trials within each dataset.  These are the numbers of
-    :func:`plot_depth_vs_dice`.  TPE's trials are not independent samples (later trials follow
+    :func:`plot_depth_vs_dice`.  With ``datasets`` (the config's order) the lines follow it.  TPE's trials are not independent samples (later trials follow
     the earlier), so the p-values and intervals are descriptive.
     """
     tuned = _tuned_trials(trials)
@@ -213,6 +217,10 @@ def depth_correlations(trials: pd.DataFrame) -> pd.DataFrame:
         for (model, method), grp in tuned.groupby(["model", "method"]):
             pooled.append(_pooled_row(model, method, [g for _, g in grp.groupby("dataset")]))
     frame = pd.DataFrame(rows + pooled, columns=list(CORR_COLUMNS))
+    if datasets is not None and not frame.empty:  # per-dataset lines in the config's order, pooled last
+        place = {d: i for i, d in enumerate(order_datasets(frame.loc[frame["dataset"] != POOLED], datasets))}
+        frame = frame.sort_values("dataset", key=lambda col: col.map(place).fillna(len(place)), kind="stable")
+        frame = frame.reset_index(drop=True)
     return frame.astype({"n": int, "rho": float, "p": float, "ci_low": float, "ci_high": float})
 
 
@@ -220,9 +228,12 @@ def _p_text(p: float) -> str:
     return f"{p:.2g}" if p >= 0.001 else f"{p:.1e}"
 
 
-def _legend_label(label: str, rho: float, p: float, low: float = math.nan, high: float = math.nan) -> str:
+def _legend_label(label: str, rho: float, p: float, low: float = math.nan, high: float = math.nan,
+                  n: int | None = None) -> str:
     if math.isnan(rho):
-        return f"{label} (ρ=n/a)"
+        if n is not None and n < MIN_RHO_TRIALS:
+            return f"{label} (ρ: {too_small(n, MIN_RHO_TRIALS)})"
+        return f"{label} (ρ undefined: depth or Dice constant)"
     ci = "" if math.isnan(low) else f" [{low:.2f}, {high:.2f}]"
     return f"{label} (ρ={rho:.2f}{ci}, p={_p_text(p)})"
 
@@ -253,7 +264,7 @@ def _draw_panel(ax, data: pd.DataFrame, zero_shot: pd.DataFrame, corr: pd.DataFr
         c = corr.loc[(corr["model"] == grp["model"].iat[0])
                      & (corr["method"] == grp["method"].iat[0])].iloc[0]
         handles.append(line)
-        labels.append(_legend_label(label, c["rho"], c["p"], c["ci_low"], c["ci_high"]))
+        labels.append(_legend_label(label, c["rho"], c["p"], c["ci_low"], c["ci_high"], int(c["n"])))
     styles = ["--", ":", "-."]
     for i, zs in enumerate(zero_shot.itertuples(index=False)):
         name = "zero-shot" if len(zero_shot) == 1 else f"zero-shot · {zs.model}"
@@ -264,11 +275,12 @@ def _draw_panel(ax, data: pd.DataFrame, zero_shot: pd.DataFrame, corr: pd.DataFr
               frameon=False, ncols=1)
 
 
-def _draw_forest(ax, corr: pd.DataFrame, palette: dict[str, tuple]) -> None:
-    """Spearman rho with its bootstrap CI per row: each dataset a grey bar, the pooled value a diamond."""
+def _draw_forest(ax, corr: pd.DataFrame, palette: dict[str, tuple], datasets: list[str]) -> None:
+    """Spearman rho with its bootstrap CI per row: each dataset a grey bar, the pooled value a diamond;
+    a row without a pooled rho says why (:func:`too_small`)."""
     rows = list(palette)
-    labelled = with_row_labels(corr.dropna(subset=["rho"])) if not corr.empty else corr
-    datasets = sorted(d for d in corr["dataset"].unique() if d != POOLED)
+    every = with_row_labels(corr) if not corr.empty else corr.assign(row=[])
+    labelled = every.dropna(subset=["rho"])
     step = 0.5 / max(len(datasets), 1)
     for y, row in enumerate(rows):
         sel = labelled.loc[labelled["row"] == row] if not labelled.empty else labelled
@@ -284,30 +296,76 @@ def _draw_forest(ax, corr: pd.DataFrame, palette: dict[str, tuple]) -> None:
             c = pooled.iloc[0]
             ax.plot([c["ci_low"], c["ci_high"]], [y - 0.3, y - 0.3], color=palette[row], lw=2.2)
             ax.plot(c["rho"], y - 0.3, "D", color=palette[row], ms=6)
+        else:
+            ax.text(0.0, y, _pooled_note(every.loc[every["row"] == row]), ha="center", va="center", fontsize=7,
+                    color=palette[row], bbox={"facecolor": "white", "edgecolor": "none", "pad": 1.0})
     ax.axvline(0.0, color="0.3", lw=0.8, ls=":")
     ax.set_yticks(range(len(rows)), rows, fontsize=8)
-    ax.invert_yaxis()
+    ax.set_ylim(len(rows) - 0.4, -0.6)  # first row on top, every note inside the axes
     ax.set_xlim(-1.05, 1.05)
     ax.set_xlabel("Spearman ρ (depth, test Dice), 95 % bootstrap CI")
     ax.set_title("ρ per dataset (grey) and pooled (◆)")
     ax.grid(axis="x", alpha=0.3)
 
 
-def row_palette(rows: list[str]) -> dict[str, tuple]:
-    colours = sns.color_palette("tab10" if len(rows) <= 10 else "husl", len(rows))
-    return dict(zip(rows, colours, strict=True))
+def _pooled_note(corr: pd.DataFrame) -> str:
+    """Why a row has no pooled ρ: too few trials per dataset (each needs ``MIN_POOLED_STRATUM``), too few in
+    all, or nothing varied."""
+    per_dataset = corr.loc[corr["dataset"] != POOLED, "n"]
+    pooled = corr.loc[corr["dataset"] == POOLED, "n"]
+    n = int(pooled.iat[0]) if len(pooled) else 0
+    most = int(per_dataset.max()) if len(per_dataset) else 0
+    if most < MIN_POOLED_STRATUM:
+        return f"pooled ρ: {too_small(most, MIN_POOLED_STRATUM, 'trials per dataset')}"
+    if n < MIN_RHO_TRIALS:
+        return f"pooled ρ: {too_small(n, MIN_RHO_TRIALS)}"
+    return "pooled ρ undefined: depth or Dice constant"
+
+
+#: tab20 hue pairs (dark, light) in method catalogue order; grey (7) last, for an 11th method or more.
+_HUES = (0, 1, 2, 3, 4, 5, 6, 8, 9, 7)
+
+
+def row_palette(rows: list[str], models: list[str] | None = None) -> dict[str, tuple]:
+    """The colour of each ``model · method`` row, the same whatever subset of rows a figure shows: the hue is
+    the method's place in the method catalogue, the shade its model's place in ``models`` (the config's
+    ``benchmark.models``; default: the models of ``rows``, sorted) — tab20: dark for the first model, light
+    for the second; with more methods or models, evenly spaced hues over every (model, catalogue method).
+    Rows outside the catalogue or ``models`` come after.  Every figure takes its colours from here
+    (:func:`colours`); the report passes the grid's palette to all of them."""
+    models = list(dict.fromkeys(models or sorted({r.split(ROW_SEP)[0] for r in rows})))
+    methods = list(METHODS)
+    canonical = [f"{m}{ROW_SEP}{k}" for m in models for k in methods]
+    extra = [r for r in dict.fromkeys(rows) if r not in set(canonical)]
+    if len(methods) <= len(_HUES) and len(models) <= 2 and not extra:
+        tab20 = sns.color_palette("tab20", 20)
+        colour = {f"{m}{ROW_SEP}{k}": tab20[2 * _HUES[j] + i] for i, m in enumerate(models)
+                  for j, k in enumerate(methods)}
+    else:
+        colour = dict(zip(canonical + extra, sns.color_palette("husl", len(canonical) + len(extra)), strict=True))
+    return {r: colour[r] for r in rows}
+
+
+def colours(rows: list[str], palette: dict[str, tuple] | None = None) -> dict[str, tuple]:
+    """The colours of ``rows`` (in that order) from ``palette`` (the report's :func:`row_palette` of the whole
+    grid), or from :func:`row_palette` of ``rows`` alone when it lacks one."""
+    if palette is not None and all(r in palette for r in rows):
+        return {r: palette[r] for r in rows}
+    return row_palette(list(rows))
 
 
 def plot_depth_vs_dice(trials: pd.DataFrame, out_png: Path, dpi: int = 150,
-                       corr: pd.DataFrame | None = None) -> Path:
+                       corr: pd.DataFrame | None = None, datasets: list[str] | None = None,
+                       palette: dict[str, tuple] | None = None) -> Path:
     """Test Dice vs prompt depth over all COMPLETE trials of prompt-tuning methods.
 
     One panel per dataset (y axis 0..1); one colour per ``model · method`` (same in every
     panel) with jittered trial points and a line through the per-depth means; each dataset's
     zero-shot Dice (when present) is a dashed horizontal line labelled "zero-shot".  Legend
     entries carry the Spearman rho, its bootstrap CI and p over (depth, test Dice) of that method
-    in that panel (see :func:`depth_correlations`), or "(ρ=n/a)" with fewer than 3 trials /
-    constant depth.  A last panel shows every rho with its CI: per dataset in grey, pooled over
+    in that panel (see :func:`depth_correlations`), or why there is none: "n too small (n = 2, needs ≥ 5)"
+    (:data:`MIN_RHO_TRIALS`) or a constant depth or Dice. Panels follow ``datasets`` (the config's order,
+    :func:`order_datasets`); colours come from ``palette`` (:func:`colours`).  A last panel shows every rho with its CI: per dataset in grey, pooled over
     the datasets in the row's colour.
     No complete tuned trial gives a PNG that says "no completed trials".  ``corr`` is
     :func:`depth_correlations` of ``trials`` when the caller has it already.  Written atomically;
@@ -320,8 +378,8 @@ def plot_depth_vs_dice(trials: pd.DataFrame, out_png: Path, dpi: int = 150,
     tuned = with_row_labels(tuned)
     corr = depth_correlations(trials) if corr is None else corr
     zero_shot = _zero_shot_lines(trials)
-    datasets = sorted(tuned["dataset"].unique())
-    palette = row_palette(order_rows(tuned))
+    datasets = order_datasets(tuned, datasets)
+    palette = colours(order_rows(tuned), palette)
     models = sorted(tuned["model"].unique())
     markers = {m: MARKERS[i % len(MARKERS)] for i, m in enumerate(models)}
     n_panels = len(datasets) + 1  # the last one: rho with its interval per dataset and pooled
@@ -341,7 +399,7 @@ def plot_depth_vs_dice(trials: pd.DataFrame, out_png: Path, dpi: int = 150,
         ax.set_ylim(0.0, 1.0)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(axis="y", alpha=0.3)
-    _draw_forest(axes[len(datasets)], corr, palette)
+    _draw_forest(axes[len(datasets)], corr, palette, datasets)
     for ax in axes[len(datasets) + 1:]:
         ax.set_axis_off()
     fig.suptitle(title)

@@ -46,13 +46,13 @@ def figure_files(figures: str | Path, grid: Grid) -> dict:
 def table_files(dice_prefix: str | Path) -> dict:
     """Every table path, from the Dice table's prefix (``<tables>/dice``; strings).
 
-    Keys: ``dice`` ([csv, md, tex]); written only from per-image results: ``pairwise``,
+    Keys: ``dice`` ([csv, md, tex, html]: the html is the report's inline table); written only from per-image results: ``pairwise``,
     ``rank_stability`` and ``unstable``; only from the cost frame: ``cost`` (csvs next to the Dice table).
     """
     prefix = Path(dice_prefix)
     folder = prefix.parent
     return {
-        "dice": [str(prefix.with_name(prefix.name + s)) for s in (".csv", ".md", ".tex")],
+        "dice": [str(prefix.with_name(prefix.name + s)) for s in (".csv", ".md", ".tex", ".html")],
         "pairwise": str(folder / "pairwise.csv"),
         "rank_stability": str(folder / "rank_stability.csv"),
         "unstable": str(folder / "unstable.csv"),

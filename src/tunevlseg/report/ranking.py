@@ -25,8 +25,8 @@ from matplotlib.figure import Figure
 from scipy import stats
 
 from tunevlseg.report.collect import with_row_labels
-from tunevlseg.report.figures import new_figure, placeholder, row_palette, save_figure
-from tunevlseg.report.stats import ALPHA, SEED, dataset_matrix
+from tunevlseg.report.figures import colours, new_figure, placeholder, save_figure
+from tunevlseg.report.stats import ALPHA, MIN_CD_DATASETS, MIN_CD_ROWS, SEED, dataset_matrix, too_small
 
 __all__ = ["MEAN_RANK", "N_RANK_BOOT", "STABILITY_COLUMNS", "Friedman", "cd_table", "complete_block",
            "critical_difference_figure", "friedman_ranks", "plot_critical_difference", "rank_stability"]
@@ -35,7 +35,9 @@ __all__ = ["MEAN_RANK", "N_RANK_BOOT", "STABILITY_COLUMNS", "Friedman", "cd_tabl
 MEAN_RANK = "mean rank"
 N_RANK_BOOT = 1000
 STABILITY_COLUMNS = ("dataset", "row", "score", "rank", "keep_share", "n_images", "n_resamples")
-MIN_ROWS, MIN_DATASETS = 3, 2
+MIN_ROWS, MIN_DATASETS = MIN_CD_ROWS, MIN_CD_DATASETS  # one place: tunevlseg.report.stats
+#: Tied mean ranks are drawn side by side, this far apart on the rank axis (their labels give the true rank).
+TIE_OFFSET = 0.12
 CD_TITLE = "Critical difference: mean rank over datasets (1 = best)"
 
 
@@ -75,7 +77,8 @@ def friedman_ranks(block: pd.DataFrame) -> Friedman:
     """Friedman's chi-square over the datasets (blocks) of a :func:`complete_block` frame.
 
     ``mean_ranks`` are the rows' mean ranks (1 = best Dice on a dataset, ties averaged, as in the
-    test).  With fewer than 3 rows or 2 datasets the statistic, p and post-hoc are NaN / empty.
+    test).  With fewer than ``MIN_ROWS`` rows or ``MIN_DATASETS`` datasets the statistic, p and post-hoc are
+    NaN / empty.
     """
     n_datasets, rows = block.shape[0], list(block.columns)
     mean_ranks = pd.Series(_ranks(block.to_numpy(float), "average").mean(axis=0) if n_datasets else [],
@@ -111,21 +114,36 @@ def _p_text(p: float) -> str:
     return f"{p:.2g}" if p >= 0.001 else f"{p:.1e}"
 
 
-def critical_difference_figure(friedman: Friedman, alpha: float = ALPHA) -> Figure | None:
+def spread_ties(ranks: pd.Series, offset: float = TIE_OFFSET) -> pd.Series:
+    """Where the rows are drawn: their mean ranks, rows with the same mean rank moved apart by ``offset``
+    around it (in table order), so that no marker hides another."""
+    out = ranks.astype(float).copy()
+    for _, tied in ranks.groupby(ranks.round(9), sort=False):
+        if len(tied) > 1:
+            out[tied.index] = tied.to_numpy(float) + offset * (np.arange(len(tied)) - (len(tied) - 1) / 2)
+    return out
+
+
+def critical_difference_figure(friedman: Friedman, alpha: float = ALPHA, palette: dict | None = None) -> Figure | None:
     """scikit-posthocs' critical-difference diagram of :func:`friedman_ranks`; None when not
     :attr:`Friedman.ok`.
 
-    Rows sit at their mean rank (1 = best, left), labelled ``row (mean rank)``; a bar joins rows
-    whose Nemenyi p-value is at least ``alpha`` (no significant difference).  The title gives
-    Friedman's chi-square and p.
+    Rows sit at their mean rank (1 = best, left), labelled ``row (mean rank)``; rows with the same
+    mean rank are drawn :data:`TIE_OFFSET` apart (:func:`spread_ties`), their labels keep the true rank.
+    A bar joins rows whose Nemenyi p-value is at least ``alpha`` (no significant difference).  The
+    title gives Friedman's chi-square and p.
     """
     if not friedman.ok:
         return None
     ranks = friedman.mean_ranks
+    label = {r: f"{r} ({ranks[r]:.2f})" for r in ranks.index}  # the true rank, also where ties were moved
+    drawn = spread_ties(ranks).rename(index=label)
     fig = new_figure(8.0, 1.6 + 0.32 * len(ranks))
     ax = fig.add_subplot()
-    sp.critical_difference_diagram(ranks, friedman.nemenyi, ax=ax, alpha=alpha,
-                                   color_palette=row_palette(list(ranks.index)),
+    row_colours = colours(list(ranks.index), palette)
+    sp.critical_difference_diagram(drawn, friedman.nemenyi.rename(index=label, columns=label), ax=ax, alpha=alpha,
+                                   color_palette={label[r]: c for r, c in row_colours.items()},
+                                   label_fmt_left="{label}", label_fmt_right="{label}",
                                    label_props={"fontsize": 8})
     ax.set_title(f"{CD_TITLE}\n{friedman.n_datasets} datasets, {len(ranks)} rows; Friedman "
                  f"χ² = {friedman.statistic:.2f}, p = {_p_text(friedman.p)}; bars: Nemenyi p ≥ {alpha:g}",
@@ -134,14 +152,15 @@ def critical_difference_figure(friedman: Friedman, alpha: float = ALPHA) -> Figu
 
 
 def plot_critical_difference(friedman: Friedman, out_png: Path, dpi: int = 150,
-                             alpha: float = ALPHA) -> Path:
+                             alpha: float = ALPHA, palette: dict | None = None) -> Path:
     """Save :func:`critical_difference_figure` atomically, or a placeholder saying what is missing
-    (fewer than 3 rows with a cell on every dataset, or fewer than 2 datasets)."""
-    fig = critical_difference_figure(friedman, alpha)
+    (fewer than ``MIN_ROWS`` rows with a cell on every dataset, or fewer than ``MIN_DATASETS`` datasets)."""
+    fig = critical_difference_figure(friedman, alpha, palette)
     if fig is None:
-        return placeholder(out_png, dpi, CD_TITLE,
-                           f"needs ≥ {MIN_ROWS} rows with a cell on each of ≥ {MIN_DATASETS} datasets\n"
-                           f"(have {len(friedman.mean_ranks)} rows, {friedman.n_datasets} datasets)")
+        short = [too_small(n, need, what) for n, need, what in
+                 ((friedman.n_datasets, MIN_DATASETS, "datasets"),
+                  (len(friedman.mean_ranks), MIN_ROWS, "rows with a cell on every dataset")) if n < need]
+        return placeholder(out_png, dpi, CD_TITLE, "\n".join(short))
     return save_figure(fig, out_png, dpi)
 
 

@@ -21,7 +21,7 @@ from tunevlseg.jsonio import write_csv
 from tunevlseg.report.collect import CELL_KEYS, incomplete_cells, load_best, load_trials, row_label
 from tunevlseg.report.cost import cost_table, dice_vs_params, plot_dice_vs_params
 from tunevlseg.report.domains import domain_means, plot_domain_bars
-from tunevlseg.report.figures import depth_correlations, plot_depth_vs_dice, plot_dice_heatmap
+from tunevlseg.report.figures import depth_correlations, plot_depth_vs_dice, plot_dice_heatmap, row_palette
 from tunevlseg.cells import CellFiles, Grid, cell_dir
 from tunevlseg.report.layout import figure_files, table_files
 from tunevlseg.report.qualitative import load_examples, plot_qualitative
@@ -96,6 +96,12 @@ def _check_in_grid(grid: Grid, frame: pd.DataFrame, what: str) -> None:
         raise ValueError(f"{what} of cell(s) outside the configured grid: {foreign}")
 
 
+def grid_palette(grid: Grid) -> dict[str, tuple]:
+    """The one colour of each of the grid's rows, passed to every figure (:func:`row_palette`: the method
+    catalogue's hue, the shade by the config's model order)."""
+    return row_palette(grid.rows(), list(grid.models))
+
+
 def _write_statistics(grid: Grid, per_image: pd.DataFrame, summary: pd.DataFrame, tables: Path,
                       files: dict, dpi: int) -> list[Path]:
     """Pairwise tests, rank stability and the critical-difference diagram from per-image results."""
@@ -105,7 +111,7 @@ def _write_statistics(grid: Grid, per_image: pd.DataFrame, summary: pd.DataFrame
     write_csv(Path(paths["rank_stability"]), rank_stability(means, rows))
     friedman = friedman_ranks(complete_block(summary, rows, datasets))
     write_csv(Path(files["cd_table"]), cd_table(friedman))
-    png = plot_critical_difference(friedman, files["critical_difference"], dpi=dpi)
+    png = plot_critical_difference(friedman, files["critical_difference"], dpi=dpi, palette=grid_palette(grid))
     return [Path(paths["pairwise"]), Path(paths["rank_stability"]), Path(files["cd_table"]), png]
 
 
@@ -127,7 +133,9 @@ def _write_cost(grid: Grid, cost: pd.DataFrame, dice: pd.DataFrame, tables: Path
     write_csv(path, cost)
     points = dice_vs_params(cost, dice)
     write_csv(Path(files["params_table"]), points)
-    return [path, Path(files["params_table"]), plot_dice_vs_params(points, files["dice_vs_params"], dpi=dpi)]
+    return [path, Path(files["params_table"]), plot_dice_vs_params(points, files["dice_vs_params"], dpi=dpi,
+                                                                   datasets=list(grid.datasets),
+                                                                   palette=grid_palette(grid))]
 
 
 class _Done:
@@ -258,12 +266,13 @@ def render_report(grid: Grid, cells: Mapping[Cell, Path], tables: Path, figures:
                                  unstable=unstable, volume_datasets=volumes, partial=marks)
         out.append(plot_dice_heatmap(shown, files["heatmap"], dpi=dpi, datasets=datasets, rows=rows,
                                      unstable=unstable))
-        correlations = depth_correlations(trials)
-        out.append(plot_depth_vs_dice(trials, files["depth"], dpi=dpi, corr=correlations))
+        correlations = depth_correlations(trials, datasets)
+        out.append(plot_depth_vs_dice(trials, files["depth"], dpi=dpi, corr=correlations, datasets=datasets,
+                                      palette=grid_palette(grid)))
         write_csv(Path(files["correlations"]), correlations)
         domain_table = domain_means(shown, grid.domains, datasets=datasets, rows=rows)
         write_csv(Path(files["domain_table"]), domain_table)
-        out.append(plot_domain_bars(domain_table, files["domains"], dpi=dpi))
+        out.append(plot_domain_bars(domain_table, files["domains"], dpi=dpi, palette=grid_palette(grid)))
         out += [Path(files["correlations"]), Path(files["domain_table"])]
         for task in studies:
             out += task.result()

@@ -41,6 +41,11 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "ALPHA",
+    "MIN_CD_DATASETS",
+    "MIN_CD_ROWS",
+    "MIN_IMPORTANCE_TRIALS",
+    "MIN_POOLED_STRATUM",
+    "MIN_RHO_TRIALS",
     "BOOT_METHOD",
     "CONFIDENCE",
     "N_BOOT",
@@ -62,11 +67,31 @@ __all__ = [
     "replicate_matrices",
     "replicate_p",
     "summary_as_best",
+    "too_small",
     "two_way_bootstrap_ci",
     "unstable_cells",
     "versus_best",
     "wilcoxon_pair",
 ]
+
+#: Fewest observations before the report shows a statistic; below it a figure says :func:`too_small`
+#: instead of a number or a misleading plot (the captions, workflow/report/*.rst, state each).
+#: Spearman ρ of prompt depth vs test Dice (per dataset and pooled, and its bootstrap interval): with
+#: n <= 4 no ρ can reach two-sided p < 0.05 (exact permutation distribution; n = 4: p >= 1/12).
+MIN_RHO_TRIALS = 5
+#: A dataset's trials enter the pooled ρ only from this many: with 2 its ranks give ρ = ±1 whatever Dice is.
+MIN_POOLED_STRATUM = 3
+#: Completed trials for Optuna's parameter importances (PED-ANOVA compares the best 10 % of the trials
+#: with all of them: with fewer than 10 trials that is at most one trial).
+MIN_IMPORTANCE_TRIALS = 10
+#: Critical-difference diagram (Friedman / Nemenyi): rows with a cell on every dataset, and datasets.
+MIN_CD_ROWS, MIN_CD_DATASETS = 3, 3
+
+
+def too_small(n: int, needed: int, what: str = "") -> str:
+    """The note shown instead of a statistic: ``n too small (n = 2, needs ≥ 5)``."""
+    return f"n too small (n = {n}{' ' + what if what else ''}, needs ≥ {needed})"
+
 
 PER_IMAGE_COLUMNS = (*CELL_KEYS, "replicate", "id", "dice")
 SUMMARY_COLUMNS = (*CELL_KEYS, "n_seeds", "n_images", "dice_mean", "dice_std", "ci_low", "ci_high",

@@ -21,6 +21,7 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
 from tunevlseg.report.figures import placeholder, save_figure
+from tunevlseg.report.stats import MIN_IMPORTANCE_TRIALS, too_small
 
 __all__ = ["history_axes", "importance_axes", "load_study_snapshot", "objective_name",
            "plot_history", "plot_importances"]
@@ -95,13 +96,13 @@ def history_axes(study: optuna.Study):
 def importance_axes(study: optuna.Study):
     """``(Axes, None)`` of Optuna's parameter importances, or ``(None, reason)`` when unavailable.
 
-    Importances need at least two COMPLETE trials and a parameter that varies among them; when
+    Importances need :data:`MIN_IMPORTANCE_TRIALS` COMPLETE trials and a parameter that varies among them; when
     Optuna's evaluator cannot tell the trials apart (it warns that importances will be equal) no
     chart is made either.  The Axes lives on a pyplot figure: close it when done.
     """
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    if len(complete) < 2:
-        return None, "needs ≥ 2 completed trials"
+    if len(complete) < MIN_IMPORTANCE_TRIALS:
+        return None, too_small(len(complete), MIN_IMPORTANCE_TRIALS, "completed trials")
     names = {name for t in complete for name in t.params}
     if not any(len({repr(t.params.get(name)) for t in complete}) > 1 for name in names):
         return None, "no parameter varies"

@@ -260,11 +260,33 @@ def unit_note(volume_datasets: list[str], tex: bool = False) -> str:
             f"datasets. Per-slice Dice: test_metrics.csv.")
 
 
+_HTML_STYLE = ("body{font-family:sans-serif;font-size:13px;margin:8px}table{border-collapse:collapse}"
+               "th,td{padding:3px 8px;border-bottom:1px solid #ddd;text-align:right;white-space:nowrap}"
+               "th:first-child,td:first-child{text-align:left}thead th{border-bottom:2px solid #333}"
+               "p{color:#444;font-size:12px}")
+
+
+def _html(table: pd.DataFrame, bold: pd.DataFrame, note: str = "") -> str:
+    """A self-contained HTML page of the table (what ``snakemake --report`` shows inline): bold as in md."""
+    from html import escape
+
+    head = "".join(f"<th>{escape(str(h))}</th>" for h in ["model · method", *table.columns])
+    body = []
+    for row in table.index:
+        cells = [f"<td><b>{escape(str(v))}</b></td>" if bold.at[row, c] else f"<td>{escape(str(v))}</td>"
+                 for c, v in table.loc[row].items()]
+        body.append(f"<tr><th scope=\"row\">{escape(str(row))}</th>{''.join(cells)}</tr>")
+    foot = f"<p>{escape(note.strip())}</p>" if note.strip() else ""
+    return (f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>Dice table</title>'
+            f"<style>{_HTML_STYLE}</style></head><body>\n<table><thead><tr>{head}</tr></thead><tbody>\n"
+            + "\n".join(body) + f"\n</tbody></table>{foot}\n</body></html>\n")
+
+
 def write_dice_tables(best: pd.DataFrame, out_prefix: Path, datasets: list[str] | None = None,
                       rows: list[str] | None = None, not_worse: pd.DataFrame | None = None,
                       unstable: pd.DataFrame | None = None, volume_datasets: list[str] | None = None,
                       partial: dict[tuple[str, str], str] | None = None) -> list[Path]:
-    """Write the Dice table as ``<out_prefix>.csv``, ``.md`` and ``.tex``; return the three paths.
+    """Write the Dice table as ``<out_prefix>.csv``, ``.md``, ``.tex`` and ``.html``; return the four paths.
 
     ``volume_datasets`` (3-D datasets scored per volume, see
     :func:`tunevlseg.report.collect.per_volume`) are named under the md and tex tables as the unit
@@ -284,6 +306,7 @@ def write_dice_tables(best: pd.DataFrame, out_prefix: Path, datasets: list[str] 
       :func:`tunevlseg.report.stats.versus_best` frame) or, without it, the best mean of the column
       (ties at 3 decimals included); in the ``mean`` column always the best mean as shown.
     * tex: a booktabs ``tabular`` with the same marks in ``\\textbf{}``.
+    * html: the md table as a self-contained page (shown inline by ``snakemake --report``), marks in ``<b>``.
 
     Cells listed in ``unstable`` (a :func:`tunevlseg.report.stats.unstable_cells` frame) end in
     :data:`UNSTABLE_MARK` in md and tex, with :data:`UNSTABLE_NOTE` under the table.
@@ -305,9 +328,10 @@ def write_dice_tables(best: pd.DataFrame, out_prefix: Path, datasets: list[str] 
     volumes = [d for d in (volume_datasets or []) if d in means.columns]
     tex_notes = notes + ([unit_note(volumes, tex=True)] if volumes else [])
     notes += [unit_note(volumes)] if volumes else []
-    csv_path, md_path, tex_path = (out_prefix.with_name(out_prefix.name + s)
-                                   for s in (".csv", ".md", ".tex"))
+    csv_path, md_path, tex_path, html_path = (out_prefix.with_name(out_prefix.name + s)
+                                              for s in (".csv", ".md", ".tex", ".html"))
     write_text_atomic(csv_path, _numeric_csv(best, means, stds, not_worse, flags).to_csv())
     write_text_atomic(md_path, _markdown(marked, bold) + "".join(f"\n{n}\n" for n in notes))
     write_text_atomic(tex_path, _latex(marked, bold, " ".join(tex_notes)))
-    return [csv_path, md_path, tex_path]
+    write_text_atomic(html_path, _html(marked, bold, " ".join(notes)))
+    return [csv_path, md_path, tex_path, html_path]

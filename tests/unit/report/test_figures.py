@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import optuna
@@ -132,17 +133,21 @@ def test_history_has_one_point_per_completed_trial(tmp_path):
     assert out.read_bytes()[:8] == PNG and set(plt.get_fignums()) == figures  # no figure left open
 
 
-def test_importances_need_two_varying_completed_trials(tmp_path):
-    study = make_journal(tmp_path / "a.journal", n_complete=5)
+def test_importances_need_enough_varying_completed_trials(tmp_path):
+    from tunevlseg.report.stats import MIN_IMPORTANCE_TRIALS
+
+    assert MIN_IMPORTANCE_TRIALS == 10
+    study = make_journal(tmp_path / "a.journal", n_complete=10)
     ax, reason = importance_axes(study)
     try:
         assert reason is None and len(ax.patches) == 2  # one bar per parameter: lr, depth
         assert sum(p.get_width() for p in ax.patches) == pytest.approx(1.0, abs=0.02)
     finally:
         plt.close(ax.figure)
-    one = make_journal(tmp_path / "b.journal", n_complete=1, n_fail=3)
-    assert importance_axes(one) == (None, "needs ≥ 2 completed trials")
-    assert importance_axes(make_journal(tmp_path / "c.journal", n_complete=3, vary=False)) == \
+    # 2 completed trials (the demo): a stated note, no bars computed from them
+    two = make_journal(tmp_path / "b.journal", n_complete=2, n_fail=3)
+    assert importance_axes(two) == (None, "n too small (n = 2 completed trials, needs ≥ 10)")
+    assert importance_axes(make_journal(tmp_path / "c.journal", n_complete=10, vary=False)) == \
         (None, "no parameter varies")
     assert plt.get_fignums() == []
 
@@ -310,3 +315,60 @@ def test_partial_report_marks_the_missing_cell(tmp_path, capsys):
     assert (results / "partial/tables/dice.md").read_text() == (out / "tables/dice.md").read_text()
     assert (results / "partial/figures/domain_dice.csv").read_text() == (out / "figures/domain_dice.csv").read_text()
     assert main(["report", "--partial"]) == 1 and "--config" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- one palette, one dataset order
+
+
+def test_a_row_has_one_colour_whatever_else_a_figure_shows():
+    import seaborn as sns
+
+    from tunevlseg.cells import Grid
+    from tunevlseg.methods import METHODS
+    from tunevlseg.report.figures import colours, row_palette
+    from tunevlseg.report.render import grid_palette
+
+    models = ["clipseg", "cris"]
+    every = [f"{m} · {k}" for m in models for k in METHODS]
+    full = row_palette(every, models)
+    assert len(set(full.values())) == len(every)  # distinct
+    assert row_palette(["cris · coop"], models) == {"cris · coop": full["cris · coop"]}
+    assert row_palette(["clipseg · vpt", "cris · coop"])["cris · coop"] == full["cris · coop"]
+    assert list(row_palette(["cris · coop", "clipseg · vpt"])) == ["cris · coop", "clipseg · vpt"]  # caller's order
+    # tab20: the method's hue from the catalogue, dark for the config's first model and light for the second
+    tab20 = sns.color_palette("tab20", 20)
+    coop = list(METHODS).index("coop")
+    assert full["clipseg · coop"] == tab20[2 * coop] and full["cris · coop"] == tab20[2 * coop + 1]
+    assert row_palette(["cris · coop"], ["cris", "clipseg"])["cris · coop"] == tab20[2 * coop]
+    assert "other · thing" in row_palette(["other · thing", "cris · coop"])  # outside the catalogue: still coloured
+    # the report's palette of the grid reaches every figure; a figure's subset keeps the grid's colours
+    palette = grid_palette(Grid(("clipseg", "cris"), ("zeroshot", "coop", "vpt"), ("a",)))
+    assert colours(["cris · coop", "clipseg · vpt"], palette) == {"cris · coop": full["cris · coop"],
+                                                                 "clipseg · vpt": full["clipseg · vpt"]}
+
+
+def test_every_figure_takes_its_colours_and_dataset_order_from_the_one_helpers(tmp_path, monkeypatch):
+    from tunevlseg.report import cost, domains, figures, ranking
+    from tunevlseg.report.collect import order_datasets
+
+    frame = pd.DataFrame({"dataset": ["zeta", "alpha", "mid", "extra"]})
+    assert order_datasets(frame, ["mid", "zeta", "alpha", "unused"]) == ["mid", "zeta", "alpha", "extra"]
+    assert order_datasets(frame) == ["alpha", "extra", "mid", "zeta"]
+    for module in (cost, domains, ranking):  # nobody builds a palette of their own
+        assert module.colours is figures.colours and not hasattr(module, "row_palette")
+    titles = {}
+
+    def keep_titles(fig, out, dpi):
+        titles[Path(out).name] = [a.get_title() for a in fig.axes]
+        return out
+
+    monkeypatch.setattr(figures, "save_figure", keep_titles)
+    monkeypatch.setattr(cost, "save_figure", keep_titles)
+    rows = [{"model": "clipseg", "method": "coop", "dataset": d, "trial": i, "state": "COMPLETE", "depth": 1 + i % 2,
+             "test_dice_mean": 0.3 + 0.1 * i, "val_dice": 0.3} for d in ("alpha", "zeta") for i in range(2)]
+    figures.plot_depth_vs_dice(pd.DataFrame(rows), tmp_path / "depth.png", dpi=40, datasets=["zeta", "alpha"])
+    points = pd.DataFrame({"panel": ["alpha", "zeta", cost.ALL_DATASETS], "row": ["clipseg · coop"] * 3,
+                           "n_trainable": [10, 10, 10], "dice": [0.5, 0.6, 0.55], "pareto": [True, True, True]})
+    cost.plot_dice_vs_params(points, tmp_path / "params.png", dpi=40, datasets=["zeta", "alpha"])
+    assert titles["depth.png"][:2] == ["zeta", "alpha"]
+    assert titles["params.png"][:3] == ["zeta", "alpha", cost.ALL_DATASETS]

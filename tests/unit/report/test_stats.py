@@ -232,8 +232,8 @@ def test_dice_table_bolds_exactly_the_rows_not_significantly_worse(tmp_path):
     per_image = marked_rows_frame()
     rows = ["clipseg · zeroshot", "clipseg · coop", "clipseg · vpt", "clipseg · maple"]
     shown = summary_as_best(cell_summary(per_image))
-    csv, md, tex = write_dice_tables(shown, tmp_path / "dice", datasets=["polyp"], rows=rows,
-                                     not_worse=versus_best(image_means(per_image), rows))
+    csv, md, tex, _ = write_dice_tables(shown, tmp_path / "dice", datasets=["polyp"], rows=rows,
+                                        not_worse=versus_best(image_means(per_image), rows))
     lines = md.read_text().splitlines()
     cells = {ln.split("|")[1].strip(): ln.split("|")[2].strip() for ln in lines[2:]}
     bold = {r for r, c in cells.items() if c.startswith("**")}
@@ -284,4 +284,12 @@ def test_captions_state_the_settings_in_force():
     for name in ("depth_vs_dice", "depth_correlations"):
         assert f"{figures.N_CORR_BOOT} resamples" in text[name]
         assert f"{figures.MIN_CI_TRIALS} trials" in text[name]
+        flat = " ".join(text[name].split())
+        assert f"fewer than {stats.MIN_RHO_TRIALS} trials" in flat and f"at least {stats.MIN_POOLED_STRATUM} trials" in flat
+    more = {name: " ".join((captions / f"{name}.rst").read_text().split())
+            for name in ("optuna_importances", "critical_difference")}
+    assert f"at least {stats.MIN_IMPORTANCE_TRIALS} completed trials" in more["optuna_importances"]
+    assert (f"fewer than {stats.MIN_CD_ROWS} such rows or {stats.MIN_CD_DATASETS} datasets"
+            in more["critical_difference"])
+    assert f"{ranking.TIE_OFFSET:g} apart" in more["critical_difference"]
     assert stats.BOOT_METHOD == "percentile" and "percentile bootstrap" in text["dice_table"]

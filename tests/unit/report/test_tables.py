@@ -171,7 +171,7 @@ def test_dice_table_orders_and_absent_rows(best):
 
 def test_markdown_bold_marks_column_max(best, tmp_path):
     paths = write_dice_tables(best, tmp_path / "tables" / "dice", datasets=DATASETS)
-    assert [p.suffix for p in paths] == [".csv", ".md", ".tex"]
+    assert [p.suffix for p in paths] == [".csv", ".md", ".tex", ".html"]
     lines = paths[1].read_text().splitlines()
     header = [c.strip() for c in lines[0].strip("|").split("|")]
     body = {(cells := [c.strip() for c in ln.strip("|").split("|")])[0]: dict(zip(header, cells))
@@ -183,6 +183,23 @@ def test_markdown_bold_marks_column_max(best, tmp_path):
         assert bold_rows == [winner], column
     assert body["clipseg · coop"]["tissue"] == "0.690 ± 0.210"
     assert body["cris · vpt"]["tissue"] == "—"
+
+
+def test_html_table_matches_the_markdown_one(best, tmp_path):
+    """The report shows dice.html inline: the same cells and bold marks as dice.md, a real <table>."""
+    import re
+    from html import unescape
+
+    csv, md, _, html = write_dice_tables(best, tmp_path / "dice", datasets=DATASETS)
+    page = html.read_text()
+    assert page.startswith("<!DOCTYPE html>") and page.count("<tr>") == 1 + len(best[["model", "method"]]
+                                                                                .drop_duplicates())
+    md_rows = [[c.strip() for c in ln.strip("|").split("|")] for ln in md.read_text().splitlines()[2:]]
+    html_rows = [[unescape(c.replace("<b>", "**").replace("</b>", "**"))
+                  for c in re.findall(r"<t[hd][^>]*>(.*?)</t[hd]>", tr)]
+                 for tr in re.findall(r"<tr>(.*?)</tr>", page)[1:]]
+    assert html_rows == md_rows
+    assert ["clipseg · coop", "0.690 ± 0.210"] == html_rows[[r[0] for r in html_rows].index("clipseg · coop")][:2]
 
 
 def test_latex_booktabs_bold(best, tmp_path):
@@ -232,7 +249,7 @@ def test_cells_with_fewer_seed_replicates_than_expected_are_marked(best, tmp_pat
 def test_no_temp_files_left(best, tmp_path):
     out = tmp_path / "out"
     write_dice_tables(best, out / "dice")
-    assert sorted(p.name for p in out.iterdir()) == ["dice.csv", "dice.md", "dice.tex"]
+    assert sorted(p.name for p in out.iterdir()) == ["dice.csv", "dice.html", "dice.md", "dice.tex"]
 
 
 # --------------------------------------------------------------------------- correlations
@@ -273,9 +290,10 @@ def test_pooled_depth_correlation_is_the_trial_weighted_mean(trials_frame):
     corr = depth_correlations(trials_frame)
     # vpt has one dataset: pooled = its Spearman rho
     assert _corr_row(corr, POOLED, "clipseg", "vpt")["rho"] == pytest.approx(stats.spearmanr(*zip(*KNOWN)).statistic)
-    # coop: monotone on tissue (5 trials) and on polyp (2 trials) -> 1, and so is every resample
+    # coop: monotone on tissue (5 trials) -> 1, and so is every resample; polyp's 2 trials (ρ = ±1 whatever
+    # the data) are left out of the pool
     coop = _corr_row(corr, POOLED, "clipseg", "coop")
-    assert coop["n"] == 7 and coop["rho"] == pytest.approx(1.0) and coop["ci_low"] == pytest.approx(1.0)
+    assert coop["n"] == 5 and coop["rho"] == pytest.approx(1.0) and coop["ci_low"] == pytest.approx(1.0)
     up, down = MONOTONE, [(d, 1 - v) for d, v in MONOTONE]
     mixed = pd.DataFrame(_trial_rows("m", "coop", "a", up) + _trial_rows("m", "coop", "b", down)
                          + _trial_rows("m", "vpt", "a", up) + _trial_rows("m", "vpt", "b", KNOWN))
@@ -287,10 +305,38 @@ def test_pooled_depth_correlation_is_the_trial_weighted_mean(trials_frame):
     assert vpt["ci_low"] < vpt["rho"] < vpt["ci_high"]
 
 
-def test_depth_interval_needs_five_trials():
+def test_depth_correlations_follow_the_config_dataset_order(trials_frame):
+    corr = depth_correlations(trials_frame, datasets=["tissue", "polyp"])
+    assert list(dict.fromkeys(corr["dataset"])) == ["tissue", "polyp", POOLED]
+    assert list(dict.fromkeys(depth_correlations(trials_frame)["dataset"])) == ["polyp", "tissue", POOLED]
+    pd.testing.assert_frame_equal(corr.sort_values(["dataset", "model", "method"]).reset_index(drop=True),
+                                  depth_correlations(trials_frame).sort_values(["dataset", "model", "method"])
+                                  .reset_index(drop=True))
+
+
+def test_depth_rho_and_interval_need_five_trials():
     corr = depth_correlations(pd.DataFrame(_trial_rows("m", "coop", "a", MONOTONE[:4])))
     row = _corr_row(corr, "a", "m", "coop")
-    assert row["rho"] == pytest.approx(1.0) and math.isnan(row["ci_low"]) and math.isnan(row["ci_high"])
+    assert row["n"] == 4 and math.isnan(row["rho"]) and math.isnan(row["ci_low"]) and math.isnan(row["ci_high"])
+    assert _corr_row(corr, POOLED, "m", "coop")["n"] == 4 and math.isnan(_corr_row(corr, POOLED, "m", "coop")["rho"])
+    five = _corr_row(depth_correlations(pd.DataFrame(_trial_rows("m", "coop", "a", MONOTONE))), "a", "m", "coop")
+    assert five["n"] == 5 and five["rho"] == pytest.approx(1.0)
+
+
+def test_the_issue_demo_pooled_rho_from_three_two_trial_datasets_is_not_shown():
+    """2 trials on each of 3 datasets gave pooled ρ = ±1.0, p = 0.0 from 6 trials: now n too small."""
+    rows = [r for d, pts in (("a", [(1, 0.2), (2, 0.3)]), ("b", [(1, 0.5), (2, 0.4)]), ("c", [(2, 0.1), (1, 0.6)]))
+            for r in _trial_rows("m", "coop", d, pts)]
+    corr = depth_correlations(pd.DataFrame(rows))
+    assert corr["rho"].isna().all() and list(corr["n"]) == [2, 2, 2, 0]
+    from tunevlseg.report.figures import _legend_label
+
+    assert _legend_label("m · coop", math.nan, math.nan, n=2) == "m · coop (ρ: n too small (n = 2, needs ≥ 5))"
+    from tunevlseg.report.figures import _pooled_note
+
+    assert _pooled_note(corr) == "pooled ρ: n too small (n = 2 trials per dataset, needs ≥ 3)"
+    four = pd.DataFrame(_trial_rows("m", "coop", "a", MONOTONE[:4]))
+    assert _pooled_note(depth_correlations(four)) == "pooled ρ: n too small (n = 4, needs ≥ 5)"
 
 
 # --------------------------------------------------------------------------- figures
