@@ -84,11 +84,11 @@ def add_parser(sub) -> None:
     p = dsub.add_parser("local", help="index a folder / datalist / nnunet dataset where it is (samples.csv)")
     p.add_argument("--dataset", required=True, help="the dataset's name in the config (for messages)")
     p.add_argument("--settings", required=True, help="its datasets.<name> entry as JSON")
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", required=True, help="folder to write samples.csv to")
     p.set_defaults(func=_local)
 
     p = dsub.add_parser("check", help="check every configured dataset's files and masks, weights and device")
-    p.add_argument("--configfile", default="config.yaml")
+    p.add_argument("--configfile", default="config.yaml", help="workflow config naming the datasets (default config.yaml)")
     p.add_argument("--no-device", action="store_true", help="skip the device check (e.g. on a login node)")
     p.set_defaults(func=_check)
 

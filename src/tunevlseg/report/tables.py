@@ -183,7 +183,7 @@ def _numeric_csv(best: pd.DataFrame, means: pd.DataFrame, stds: pd.DataFrame,
             values = _pivot_any(best, name, [col], list(means.index))[col]
             out[f"{col}_{name}"] = values
         if "rep_means" in best.columns:
-            out[f"{col}_unstable"] = unstable[col].where(means[col].notna())
+            out[f"{col}_unstable"] = unstable[col].astype(bool)  # False where the cell is absent: nothing to mark
     out[MEAN_COL] = means[MEAN_COL]
     if "n_seeds" in best.columns:
         seeds = _pivot(best, "n_seeds", list(stds.columns), list(means.index)).min(axis=1)
