@@ -33,7 +33,13 @@ except cfg.ConfigError as err:
 # also decodes every mask), once in the main process (not in each cluster job). The device is checked
 # where jobs run on this machine (not on a cluster's submit host).
 _problems = start_problems(config, CONFIG_SOURCE, device=workflow.local_exec) if workflow.is_main_process else []
-if _problems:
+# A dry run (-n) still plans, with the problems as a warning: a plan is useful before data or weights are in
+# place. (workflow.dryrun is not set yet while the Snakefile is parsed: the command line says it.)
+_DRY_RUN = workflow.dryrun or any(a in ("--dry-run", "--dryrun") or (a.startswith("-") and not a.startswith("--")
+                                                                     and "n" in a[1:]) for a in sys.argv[1:])
+if _problems and _DRY_RUN:
+    print("TuneVLSeg: warning (a real run stops here): config: " + "\nconfig: ".join(_problems), file=sys.stderr)
+elif _problems:
     raise WorkflowError("config: " + "\nconfig: ".join(_problems))
 
 L = cfg.layout(config)
