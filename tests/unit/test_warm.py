@@ -203,7 +203,7 @@ def _state(pid: int) -> str:
 def test_a_stopped_command_stops_its_job_until_it_continues(server, tmp_path):
     path, _ = server
     pid_file, count = tmp_path / "job.pid", tmp_path / "count"
-    client = _client(path, "tick", str(pid_file), str(count), "3", cwd=tmp_path)
+    client = _client(path, "tick", str(pid_file), str(count), "8", cwd=tmp_path)
     _wait(lambda: count.exists() and count.read_text(), what="the job to tick")
     job = int(pid_file.read_text())
     for stop in (signal.SIGSTOP, signal.SIGTSTP):
@@ -533,7 +533,9 @@ def test_no_unkeyed_variable_is_read_while_the_server_imports():
     out = subprocess.run([sys.executable, "-c", code], env=_env(), cwd=ROOT, capture_output=True, text=True,
                          timeout=300, check=True).stdout
     reads = set(json.loads(out.splitlines()[-1]))
-    assert {"HF_HOME", "XDG_CACHE_HOME", "TMPDIR"} <= reads  # the recording works: known import-time reads
+    # the recording works: known import-time reads (TMPDIR only where a library asks for the temp folder at
+    # import, which depends on what is cached on the machine: not required)
+    assert {"HF_HOME", "XDG_CACHE_HOME"} <= reads
     assert reads & warm.UNKEYED == set() and not [name for name in reads if name.startswith("SNAKEMAKE")]
 
 
