@@ -203,18 +203,21 @@ def _state(pid: int) -> str:
 def test_a_stopped_command_stops_its_job_until_it_continues(server, tmp_path):
     path, _ = server
     pid_file, count = tmp_path / "job.pid", tmp_path / "count"
-    client = _client(path, "tick", str(pid_file), str(count), "8", cwd=tmp_path)
+    # its own process group, whose parent (pytest) is in the session: the kernel discards SIGTSTP sent to an
+    # orphaned process group (pytest's own may be one when it runs in the background, as under CI)
+    client = _client(path, "tick", str(pid_file), str(count), "8", cwd=tmp_path, process_group=0)
     _wait(lambda: count.exists() and count.read_text(), what="the job to tick")
     job = int(pid_file.read_text())
     for stop in (signal.SIGSTOP, signal.SIGTSTP):
         client.send_signal(stop)
-        _wait(lambda: _state(job) == "T", timeout=5, what="the job to stop")
+        _wait(lambda: _state(client.pid) == "T", timeout=10, what="the command to stop")
+        _wait(lambda: _state(job) == "T", timeout=15, what="the job to stop")
         frozen = count.read_text()
         time.sleep(0.3)
         assert count.read_text() == frozen
         client.send_signal(signal.SIGCONT)
-        _wait(lambda frozen=frozen: count.read_text() != frozen, timeout=5, what="the job to continue")
-    assert client.wait(timeout=30) == 0
+        _wait(lambda frozen=frozen: count.read_text() != frozen, timeout=15, what="the job to continue")
+    assert client.wait(timeout=60) == 0
 
 
 def test_a_client_killed_with_sigkill_takes_its_job_along(server, tmp_path):
