@@ -132,3 +132,12 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.subprocess)
         if WORKFLOW_FOLDERS & set(path.parts[-3:-1]):
             item.add_marker(pytest.mark.workflow)
+
+
+@pytest.fixture(scope="module")
+def two_torch_threads():
+    """At most 2 torch threads for a module's tests (the full-size modules), restored afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(min(2, threads))
+    yield
+    torch.set_num_threads(threads)

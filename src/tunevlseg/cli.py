@@ -233,9 +233,9 @@ def cmd_report(args) -> None:
 
 
 def cmd_check_config(args) -> None:
+    from .config import SCHEMA as schema
     from .config import check_config, check_required, effective_settings_lines, load_config_files, validate_schema
 
-    schema = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
     # like `snakemake --configfile A.yaml B.yaml`: the files merged in order, checked as one config
     groups = [[p] for p in args.paths] if args.each else [args.paths]
     for paths in groups:

@@ -17,7 +17,7 @@ from tunevlseg.train.batches import DeviceBatch
 from tunevlseg.train.loop import Forwards, TrainSettings, _optimizer, _train_epoch, make_loss
 from tunevlseg.tune import CellSpec, make_learner
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("two_torch_threads")]
 
 DEPTH = 3
 # Per method at depth 3 with the learners' defaults (the reference configs'): docs/explanation/methods.md formulas.
@@ -38,13 +38,6 @@ UNUSED_BY_THE_MASK = ("vision_model.encoder.layers.10.", "vision_model.encoder.l
 # finetune trains every weight; it changes the shared model, so it runs last
 ORDER = ["zeroshot", "coop", "cocoop", "vpt", "maple", "shared_attention", "shared_separate", "finetune"]
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _threads():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(min(2, threads))
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -10,12 +10,11 @@ trainable count is the model's, asserted below; the contract tests step it on th
 from __future__ import annotations
 
 import pytest
-import torch
 
 from tests.unit.test_fullsize import DEPTH, _check
 from tunevlseg.models.base import freeze
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("two_torch_threads")]
 
 SIZE = 336
 # README "Methods" formulas with SAM 3's widths (text 1024, image feature = ViT width 1024), depth 3
@@ -27,13 +26,6 @@ SAM3_COUNTS = {
 # Sam3Model() with the default Sam3Config (facebook/sam3's architecture), counted once
 SAM3_PARAMETERS = 840_376_374
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _threads():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(min(2, threads))
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
